@@ -1,0 +1,290 @@
+"""``cleanup``: the click command tree.
+
+Heavy libraries are imported inside the commands, so ``cleanup --help`` only
+pays for click. Exit codes (SPEC.md): 0 done, 1 bug, 2 usage, 3 invariant
+refusal, 4 sign-off, 5 reconciliation halt, 6 lock held.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+
+from cleanup import __version__
+from cleanup.cli.output import emit_json, error_line, progress_bar, say
+
+EXIT_CODES = """\b
+Exit codes:
+  0 done              1 unexpected error (a bug)   2 usage error
+  3 refused by a safety invariant (the message names it, e.g. I1 strict-cutoff)
+  4 sign-off missing or invalid   5 reconciliation halt   6 store lock held"""
+
+
+class Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        from cleanup.core.timeutil import parse_duration
+        from cleanup.errors import UsageError
+
+        try:
+            return parse_duration(str(value))
+        except UsageError as exc:
+            self.fail(f"{exc.message} ({exc.hint})", param, ctx)
+
+
+class Time(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        from cleanup.core.timeutil import parse_time
+        from cleanup.errors import UsageError
+
+        try:
+            return parse_time(str(value))
+        except UsageError as exc:
+            self.fail(f"{exc.message} ({exc.hint})", param, ctx)
+
+
+DURATION = Duration()
+TIME = Time()
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cleanup")
+def cli() -> None:
+    """Guarded storage cleanup: compute the unreferenced files, check the safety
+    invariants, write a signed plan for review; only signed plans are executed.
+
+    \b
+    Typical flow:
+      cleanup inventory STORE -o inv.parquet
+      cleanup snapshot SOURCE --query ... -o snap.parquet
+      cleanup plan --store STORE --inventory inv.parquet --snapshot snap.parquet \\
+                   -o PLAN --author you --key ~/.ssh/id_ed25519
+      cleanup show PLAN
+    """
+
+
+@cli.command()
+@click.argument("store")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Parquet file to write (replaced atomically when complete).")
+@click.option("--s3-inventory", "manifest", metavar="MANIFEST",
+              help="Read an S3 Inventory report (manifest.json, local path or s3:// URL; "
+                   "CSV or Parquet) instead of listing the bucket.")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint.")
+@click.option("--region", help="S3 region (default: from the AWS environment).")
+@click.option("--trust-mtime", is_flag=True,
+              help="Local stores: use mtime alone instead of max(mtime, ctime). Unsafe where "
+                   "files may be copied in with old mtimes; recorded and shown to reviewers.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def inventory(store: str, out: str, manifest: str | None, endpoint_url: str | None,
+              region: str | None, trust_mtime: bool, as_json: bool) -> None:
+    """List STORE (a directory or s3://bucket/prefix/) into a Parquet inventory.
+
+    Columns: key (store-relative), size, last_modified (UTC), etag. The listing
+    time and timestamp precision are kept in the file's metadata. The reserved
+    _cleanup/ prefix is never listed. Memory does not grow with the store.
+    """
+    from cleanup.inventory import list_store, read_s3_inventory
+    from cleanup.stores import open_store
+
+    with progress_bar("listing") as progress:
+        if manifest:
+            res = read_s3_inventory(manifest, store, out, endpoint_url=endpoint_url,
+                                    region=region, progress=progress)
+        else:
+            st = open_store(store, endpoint_url=endpoint_url, region=region,
+                            trust_mtime=trust_mtime)
+            res = list_store(st, out, progress,
+                             time_source="mtime" if trust_mtime else "ctime-or-mtime")
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        from cleanup.show import human_bytes
+
+        say(f"{res.objects} objects, {human_bytes(res.bytes)} listed from {res.store} "
+            f"at {res.to_json()['listed_at']} -> {res.path}")
+
+
+@cli.command()
+@click.argument("source")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Parquet file to write.")
+@click.option("--query", help="SQL whose first column holds the references "
+                              "(DuckDB, SQLite, PostgreSQL sources).")
+@click.option("--column", help="Key lists: the column that holds the references.")
+@click.option("--taken-at", type=TIME,
+              help="Key lists: the time the list was complete as of (ISO 8601 with zone). "
+                   "Databases give taken_at from their own transaction clock instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def snapshot(source: str, out: str, query: str | None, column: str | None,
+             taken_at: datetime | None, as_json: bool) -> None:
+    """Capture the keys that metadata references, with the time they were true.
+
+    \b
+    SOURCE is one of:
+      refs.parquet | refs.csv        a key list (--taken-at required)
+      meta.duckdb | duckdb:///path   DuckDB file (--query)
+      meta.sqlite | sqlite:///path   SQLite file (--query)
+      postgresql://user@host/db      PostgreSQL (--query), read in one REPEATABLE READ
+                                     transaction whose own now() becomes taken_at
+    References may be store-relative keys or full URLs/paths; they are
+    normalized to the store at plan time. Secrets are never recorded.
+    """
+    from cleanup.snapshot import take_snapshot
+
+    res = take_snapshot(source, out, query=query, column=column, taken_at=taken_at)
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        say(f"{res.rows} references from {res.source} taken_at {res.to_json()['taken_at']} "
+            f"({res.taken_at_clock}) -> {res.path}")
+
+
+@cli.command()
+@click.option("--store", required=True, help="The store: a directory or s3://bucket/prefix/.")
+@click.option("--inventory", "inventory_path", required=True, type=click.Path(dir_okay=False),
+              help="Inventory Parquet from `cleanup inventory` of the same store.")
+@click.option("--snapshot", "snapshot_path", required=True, type=click.Path(dir_okay=False),
+              help="Snapshot Parquet from `cleanup snapshot`.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
+              help="Plan directory to create (must not exist or be empty).")
+@click.option("--buffer", type=DURATION, help="cutoff = snapshot taken_at - buffer "
+                                              "[default: policy min_buffer, 24h].")
+@click.option("--cutoff", type=TIME, help="An explicit cutoff; accepted only at or before "
+                                          "taken_at - buffer (I1).")
+@click.option("--region", help="The store's region (S3: must agree with GetBucketLocation; "
+                               "local: default 'local').")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint.")
+@click.option("--tenant-pattern", default=r"^(?P<tenant>[^/]+)/", show_default=True,
+              help="Regex with a named group 'tenant', matched against each key.")
+@click.option("--internal", default="", metavar="T1,T2",
+              help="Internal tenants: they form stage 0.")
+@click.option("--stages", default="10%,100%", show_default=True,
+              help="Cumulative tenant-hash percentages for the stages after stage 0.")
+@click.option("--hold", type=DURATION, help="Hold between stages [default: policy min_hold, 24h].")
+@click.option("--quarantine", type=click.Choice(["copy", "versioning", "none"]), default="copy",
+              show_default=True, help="Where removed files go: a quarantine prefix (copy), "
+                                      "delete markers (versioning), or nowhere (none).")
+@click.option("--max-delete-fraction", type=click.FloatRange(0, 1),
+              help="I5 limit on candidates / scope [default: policy, 0.10].")
+@click.option("--max-missing-refs", type=click.FloatRange(0, 1),
+              help="I4 limit on referenced keys missing from the inventory [default 0.001].")
+@click.option("--sentinel", "sentinels", multiple=True, metavar="KEY",
+              help="A key known to be live: must be referenced, listed and kept (I16). "
+                   "Repeatable.")
+@click.option("--sentinel-file", type=click.File("r"),
+              help="A file of sentinel keys, one per line.")
+@click.option("--override-minimums", is_flag=True,
+              help="Allow --buffer/--hold below the policy floors; recorded in the plan and "
+                   "shown first to reviewers.")
+@click.option("--memory-limit", default="1GB", show_default=True,
+              help="DuckDB memory limit; the rest spills to disk.")
+@click.option("--author", required=True, help="Your principal name (as in allowed_signers).")
+@click.option("--key", required=True, type=click.Path(dir_okay=False),
+              help="SSH key to sign with (private key, or .pub with the key in ssh-agent).")
+@click.option("--json", "as_json", is_flag=True, help="Print plan id and counts as JSON.")
+def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
+         buffer: timedelta | None, cutoff: datetime | None, region: str | None,
+         endpoint_url: str | None, tenant_pattern: str, internal: str, stages: str,
+         hold: timedelta | None, quarantine: str, max_delete_fraction: float | None,
+         max_missing_refs: float | None, sentinels: tuple[str, ...],
+         sentinel_file: Any, override_minimums: bool, memory_limit: str, author: str,
+         key: str, as_json: bool) -> None:
+    """Compute the deletion set and write a signed, content-addressed plan.
+
+    Candidates are inventory objects that no snapshot reference names and whose
+    last_modified + listing precision is at or before the cutoff, derived as
+    snapshot taken_at - buffer. Invariants I1-I5, I15 and I16 are checked; a
+    refusal exits 3, names the invariant and writes nothing.
+    """
+    from cleanup.core.policy import Policy
+    from cleanup.planner import PlanOptions, make_plan
+
+    values: dict[str, Any] = {}
+    overrides = []
+    defaults = Policy()
+    for name, value in (("max_delete_fraction", max_delete_fraction),
+                        ("max_missing_refs", max_missing_refs)):
+        if value is not None and value != getattr(defaults, name):
+            values[name] = value
+            overrides.append(f"{name} = {value} (default {getattr(defaults, name)}; "
+                             f"--{name.replace('_', '-')})")
+    sents = list(sentinels)
+    if sentinel_file is not None:
+        sents += [ln.strip() for ln in sentinel_file if ln.strip() and not ln.startswith("#")]
+    opts = PlanOptions(
+        store=store, inventory=inventory_path, snapshot=snapshot_path, out=out, author=author,
+        key=key, buffer=buffer, cutoff=cutoff, region=region, endpoint_url=endpoint_url,
+        tenant_pattern=tenant_pattern,
+        internal=tuple(t.strip() for t in internal.split(",") if t.strip()),
+        stages=stages, hold=hold, quarantine=quarantine,
+        policy=Policy().with_values(values), policy_overrides=tuple(overrides),
+        override_minimums=override_minimums, sentinels=tuple(sents), memory_limit=memory_limit,
+    )
+    res = make_plan(opts)
+    m = res.plan["manifest"]
+    if as_json:
+        emit_json({"plan_dir": res.path, "plan_id": res.plan_id, "objects": m["objects"],
+                   "bytes": m["bytes"], "cutoff": res.plan["cutoff"]["time"],
+                   "stages": res.plan["stages"]})
+    else:
+        from cleanup.show import human_bytes
+
+        say(f"plan {res.plan_id}")
+        say(f"  {m['objects']} candidates, {human_bytes(m['bytes'])}, cutoff "
+            f"{res.plan['cutoff']['time']} -> {res.path}")
+        say(f"  next: `cleanup show {out}`, then a second engineer approves it")
+
+
+@cli.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--top", default=10, show_default=True, help="Rows in the largest-* tables.")
+def show(plan_dir: str, as_json: bool, top: int) -> None:
+    """Summarize a plan: inputs, cutoff, invariant results, stages, tenants, prefixes."""
+    from cleanup.show import render, summarize
+
+    summary = summarize(plan_dir, top=top)
+    if as_json:
+        emit_json(summary)
+    else:
+        render(summary)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI and map errors to the documented exit codes."""
+    from cleanup.errors import CleanupError
+
+    try:
+        rv = cli.main(args=argv, prog_name="cleanup", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("cleanup: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
+    except CleanupError as exc:
+        click.echo(error_line(exc), err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("cleanup: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("CLEANUP_DEBUG"):
+            raise
+        click.echo(error_line(exc), err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)

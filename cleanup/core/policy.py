@@ -1,0 +1,92 @@
+"""Policy values (SPEC.md) with their defaults and floors.
+
+Every value used is recorded in plan.json. ``min_buffer`` and ``min_hold`` have
+floors that can be lowered only with an explicit ``override_minimums``, which
+is recorded in the plan and shown first to reviewers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import timedelta
+from typing import Any
+
+from cleanup.core.timeutil import format_duration, parse_duration
+from cleanup.errors import InvariantViolation, UsageError
+
+FLOOR_MIN_BUFFER = timedelta(hours=24)
+FLOOR_MIN_HOLD = timedelta(hours=24)
+
+_DURATIONS = {"min_buffer", "min_hold", "approval_ttl", "witness_ttl", "max_clock_skew", "retention"}
+_FRACTIONS = {"max_missing_refs", "max_delete_fraction", "max_skip_fraction"}
+_COUNTS = {"min_approvals", "probe_sample"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    min_buffer: timedelta = FLOOR_MIN_BUFFER
+    min_hold: timedelta = FLOOR_MIN_HOLD
+    max_missing_refs: float = 0.001
+    max_delete_fraction: float = 0.10
+    max_skip_fraction: float = 0.01
+    min_approvals: int = 1
+    approval_ttl: timedelta = timedelta(days=7)
+    witness_ttl: timedelta = timedelta(minutes=60)
+    max_clock_skew: timedelta = timedelta(minutes=5)
+    retention: timedelta = timedelta(days=7)
+    probe_sample: int = 1000
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in asdict(self).items():
+            out[k] = format_duration(v) if isinstance(v, timedelta) else v
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Policy:
+        return cls().with_values(data)
+
+    def with_values(self, values: dict[str, Any]) -> Policy:
+        """Return a copy with ``values`` applied, validated; unknown names are refused."""
+        known = {f.name for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for name, raw in values.items():
+            if name not in known:
+                raise UsageError(
+                    f"unknown policy value {name!r}", hint=f"known: {', '.join(sorted(known))}"
+                )
+            if name in _DURATIONS:
+                changes[name] = raw if isinstance(raw, timedelta) else parse_duration(str(raw))
+            elif name in _FRACTIONS:
+                try:
+                    val = float(raw)
+                except (TypeError, ValueError):
+                    raise UsageError(f"policy {name} must be a number, got {raw!r}") from None
+                if not 0.0 <= val <= 1.0:
+                    raise UsageError(f"policy {name} must be between 0 and 1, got {val}")
+                changes[name] = val
+            elif name in _COUNTS:
+                if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+                    raise UsageError(f"policy {name} must be a whole number >= 0, got {raw!r}")
+                changes[name] = raw
+        return replace(self, **changes)
+
+    def check_floors(self, override_minimums: bool) -> list[str]:
+        """Names of the floors this policy lowers; refuse unless overridden explicitly."""
+        lowered = []
+        if self.min_buffer < FLOOR_MIN_BUFFER:
+            lowered.append(
+                f"min_buffer {format_duration(self.min_buffer)} < floor "
+                f"{format_duration(FLOOR_MIN_BUFFER)}"
+            )
+        if self.min_hold < FLOOR_MIN_HOLD:
+            lowered.append(
+                f"min_hold {format_duration(self.min_hold)} < floor {format_duration(FLOOR_MIN_HOLD)}"
+            )
+        if lowered and not override_minimums:
+            raise InvariantViolation(
+                "I1 strict-cutoff" if self.min_buffer < FLOOR_MIN_BUFFER else "I10 phased",
+                "policy lowers a minimum: " + "; ".join(lowered),
+                hint="pass --override-minimums to record the override in the plan for reviewers",
+            )
+        return lowered

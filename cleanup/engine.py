@@ -1,0 +1,191 @@
+"""The DuckDB side of planning: anti-join, aggregates and the manifest.
+
+Everything runs out of core: DuckDB gets a memory limit and a spill directory,
+so a plan over 100M objects runs on a laptop. Only aggregates and the list of
+distinct tenants come back into Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from cleanup.core.paths import RESERVED_PREFIX, StoreRef, normalize_ref_sql, sql_literal
+from cleanup.errors import UsageError
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+@dataclass(frozen=True)
+class EngineInput:
+    inventory: str
+    snapshot: str
+    store: StoreRef
+    cutoff: datetime
+    precision: timedelta
+    tenant_pattern: str
+    tenant_group: int
+    sentinels: tuple[str, ...] = ()
+    memory_limit: str = "1GB"
+    threads: int | None = None
+    temp_dir: str | None = None
+
+
+@dataclass
+class EngineResult:
+    snapshot_rows: int = 0
+    in_scope_refs: int = 0
+    out_of_scope_refs: int = 0
+    missing_refs: int = 0
+    missing_examples: list[str] = field(default_factory=list)
+    scope_objects: int = 0
+    scope_bytes: int = 0
+    candidates: int = 0
+    candidate_bytes: int = 0
+    oldest_candidate: datetime | None = None
+    newest_candidate: datetime | None = None
+    newest_in_scope: datetime | None = None
+    tenants: list[str] = field(default_factory=list)
+    sentinels_in_snapshot: set[str] = field(default_factory=set)
+    sentinels_in_inventory: set[str] = field(default_factory=set)
+    sentinels_in_candidates: set[str] = field(default_factory=set)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _utc(epoch_us: Any) -> datetime | None:
+    """DuckDB returns TIMESTAMPTZ through pytz; we fetch epoch microseconds instead."""
+    if epoch_us is None:
+        return None
+    return _EPOCH + timedelta(microseconds=int(epoch_us))
+
+
+def connect(inp: EngineInput) -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = {sql_literal(inp.memory_limit)}")
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("SET TimeZone = 'UTC'")
+    if inp.threads:
+        con.execute(f"SET threads = {int(inp.threads)}")
+    if inp.temp_dir:
+        con.execute(f"SET temp_directory = {sql_literal(inp.temp_dir)}")
+    return con
+
+
+class Engine:
+    """Runs the plan's queries on one DuckDB connection.
+
+    Call :meth:`compute` first, then :meth:`write_manifest` with the tenant to
+    stage mapping the (pure) core chose.
+    """
+
+    def __init__(self, inp: EngineInput) -> None:
+        self.inp = inp
+        self.con = connect(inp)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def _one(self, sql: str) -> tuple[Any, ...]:
+        row = self.con.execute(sql).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    def compute(self) -> EngineResult:
+        import duckdb
+
+        inp = self.inp
+        inv = f"read_parquet({sql_literal(inp.inventory)})"
+        snap = f"read_parquet({sql_literal(inp.snapshot)})"
+        reserved = sql_literal(RESERVED_PREFIX)
+        prec_us = inp.precision // timedelta(microseconds=1)
+        cutoff = sql_literal(inp.cutoff.strftime("%Y-%m-%d %H:%M:%S.%f+00"))
+        res = EngineResult()
+        try:
+            self.con.execute(
+                f"CREATE TEMP TABLE refs AS SELECT DISTINCT k AS key FROM "
+                f"(SELECT {normalize_ref_sql('key', inp.store)} AS k FROM {snap}) WHERE k IS NOT NULL"
+            )
+            total, in_scope_raw = self._one(
+                f"SELECT count(*), count({normalize_ref_sql('key', inp.store)}) FROM {snap}")
+            res.snapshot_rows = int(total)
+            res.out_of_scope_refs = int(total) - int(in_scope_raw)
+            res.in_scope_refs = int(self._one("SELECT count(*) FROM refs")[0])
+            self.con.execute(
+                f"CREATE TEMP VIEW inv AS SELECT key, size, last_modified, etag FROM {inv} "
+                f"WHERE NOT starts_with(key, {reserved})"
+            )
+            # The candidate set: unreferenced, and old enough even allowing for the
+            # listing's timestamp precision (I2). Referenced keys never pass the anti-join.
+            self.con.execute(
+                f"CREATE TEMP TABLE cand AS SELECT i.key, i.size, i.last_modified, i.etag, "
+                f"coalesce(regexp_extract(i.key, {sql_literal(inp.tenant_pattern)}, "
+                f"{inp.tenant_group}), '') AS tenant "
+                f"FROM inv i ANTI JOIN refs r ON i.key = r.key "
+                f"WHERE i.last_modified + to_microseconds({prec_us}) <= {cutoff}::TIMESTAMPTZ"
+            )
+            (res.missing_refs,) = self._one(
+                "SELECT count(*) FROM refs r ANTI JOIN inv i ON r.key = i.key")
+            res.missing_examples = [
+                r[0] for r in self.con.execute(
+                    "SELECT r.key FROM refs r ANTI JOIN inv i ON r.key = i.key "
+                    "ORDER BY r.key LIMIT 5").fetchall()
+            ]
+            so, sb, newest = self._one(
+                "SELECT count(*), coalesce(sum(size), 0), epoch_us(max(last_modified)) FROM inv")
+            res.scope_objects, res.scope_bytes = int(so), int(sb)
+            res.newest_in_scope = _utc(newest)
+            co, cb, oldest, newest_c = self._one(
+                "SELECT count(*), coalesce(sum(size), 0), epoch_us(min(last_modified)), "
+                "epoch_us(max(last_modified)) "
+                "FROM cand")
+            res.candidates, res.candidate_bytes = int(co), int(cb)
+            res.oldest_candidate, res.newest_candidate = _utc(oldest), _utc(newest_c)
+            res.tenants = [r[0] for r in self.con.execute(
+                "SELECT DISTINCT tenant FROM cand ORDER BY tenant").fetchall()]
+            self._sentinels(res)
+        except duckdb.Error as exc:
+            raise UsageError(f"planning query failed: {str(exc).splitlines()[0]}",
+                             hint="check that the inputs were made by `cleanup inventory` "
+                                  "and `cleanup snapshot`") from None
+        return res
+
+    def _sentinels(self, res: EngineResult) -> None:
+        if not self.inp.sentinels:
+            return
+        import pyarrow as pa
+
+        self.con.register("sent", pa.table({"key": list(self.inp.sentinels)}))
+        for table, target in (("refs", res.sentinels_in_snapshot),
+                              ("inv", res.sentinels_in_inventory),
+                              ("cand", res.sentinels_in_candidates)):
+            target.update(r[0] for r in self.con.execute(
+                f"SELECT s.key FROM sent s SEMI JOIN {table} t ON s.key = t.key").fetchall())
+        self.con.unregister("sent")
+
+    def write_manifest(self, stage_of: dict[str, int], out: str) -> list[dict[str, Any]]:
+        """Write manifest.parquet sorted by (stage, key); return per-stage counts."""
+        import pyarrow as pa
+
+        self.con.register("tenant_stage", pa.table({
+            "tenant": list(stage_of.keys()), "stage": pa.array(list(stage_of.values()), pa.int32()),
+        }))
+        self.con.execute(
+            "COPY (SELECT c.key, c.size, c.last_modified, c.etag, c.tenant, t.stage "
+            "FROM cand c JOIN tenant_stage t USING (tenant) ORDER BY t.stage, c.key) "
+            f"TO {sql_literal(out)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
+        )
+        rows = self.con.execute(
+            "SELECT t.stage, count(*), coalesce(sum(c.size), 0), count(DISTINCT c.tenant) "
+            "FROM cand c JOIN tenant_stage t USING (tenant) GROUP BY t.stage ORDER BY t.stage"
+        ).fetchall()
+        return [{"stage": int(s), "objects": int(n), "bytes": int(b), "tenants": int(t)}
+                for s, n, b, t in rows]
+
+

@@ -1,0 +1,140 @@
+"""``cleanup snapshot``: capture the referenced key set with its taken_at (I3).
+
+The result is a Parquet file of distinct references in byte order, with the
+source (no secrets), taken_at and the clock it came from, the row count, and a
+digest over the sorted references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cleanup.core.timeutil import format_time
+from cleanup.errors import UsageError
+from cleanup.formats import encode_meta, snapshot_schema
+from cleanup.sources.base import RawSnapshot
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    path: str
+    source: str
+    taken_at: datetime
+    taken_at_clock: str
+    rows: int
+    digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "source": self.source, "taken_at": format_time(self.taken_at),
+                "taken_at_clock": self.taken_at_clock, "rows": self.rows, "digest": self.digest}
+
+
+def _source_kind(source: str) -> str:
+    lower = source.lower()
+    if lower.startswith(("postgresql://", "postgres://")):
+        return "postgres"
+    if lower.startswith("sqlite://") or lower.endswith((".sqlite", ".sqlite3", ".db")):
+        return "sqlite"
+    if lower.startswith("duckdb://") or lower.endswith((".duckdb", ".ddb")):
+        return "duckdb"
+    if lower.endswith((".parquet", ".pq", ".csv", ".csv.gz", ".tsv", ".txt")):
+        return "keylist"
+    raise UsageError(
+        f"cannot tell what kind of source {source!r} is",
+        hint="use a .parquet/.csv key list, a .duckdb or .sqlite file, "
+             "duckdb:///path, sqlite:///path or postgresql://...",
+    )
+
+
+def _strip_scheme(source: str) -> str:
+    for scheme in ("sqlite://", "duckdb://"):
+        if source.lower().startswith(scheme):
+            return source[len(scheme):]
+    return source
+
+
+def finalize_snapshot(raw: RawSnapshot, out: str) -> SnapshotResult:
+    """Write distinct references in byte order to ``out`` with digest and metadata."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    schema = snapshot_schema()
+    h = hashlib.sha256()
+    rows = 0
+    tmp = f"{out}.tmp-{os.getpid()}"
+    con = duckdb.connect()
+    try:
+        con.execute("SET preserve_insertion_order = true")
+        reader = con.sql(
+            f"SELECT DISTINCT key FROM {raw.from_sql} ORDER BY key"
+        ).to_arrow_reader(200_000)
+        newline = pa.scalar("", pa.string())
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+            for batch in reader:
+                col = batch.column(0).cast(pa.string())
+                # sha256 over "key\n" for every key, without a Python loop.
+                joined = pc.binary_join_element_wise(col, newline, "\n")
+                offsets = joined.buffers()[1]
+                data = joined.buffers()[2]
+                if data is not None and offsets is not None and len(joined):
+                    offs = memoryview(offsets).cast("i")
+                    start, end = offs[joined.offset], offs[joined.offset + len(joined)]
+                    h.update(memoryview(data)[start:end])
+                rows += batch.num_rows
+                w.write_batch(pa.RecordBatch.from_arrays([col], schema=schema))
+            meta = {
+                "kind": "snapshot",
+                "source": raw.source,
+                "taken_at": format_time(raw.taken_at),
+                "taken_at_clock": raw.taken_at_clock,
+                "rows": str(rows),
+                "digest": "sha256:" + h.hexdigest(),
+            }
+            if raw.metadata_skew is not None:
+                meta["metadata_skew_us"] = str(raw.metadata_skew // timedelta(microseconds=1))
+            w.add_key_value_metadata(encode_meta(meta))
+        os.replace(tmp, out)
+    except duckdb.Error as exc:
+        raise UsageError(f"cannot read the references ({str(exc).splitlines()[0]})") from None
+    finally:
+        con.close()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return SnapshotResult(out, raw.source, raw.taken_at, raw.taken_at_clock, rows,
+                          "sha256:" + h.hexdigest())
+
+
+def take_snapshot(
+    source: str, out: str, *, query: str | None = None, column: str | None = None,
+    taken_at: datetime | None = None,
+) -> SnapshotResult:
+    """Capture references from ``source`` into ``out``."""
+    from cleanup.sources import keylist, sql
+
+    kind = _source_kind(source)
+    if kind != "keylist" and taken_at is not None:
+        raise UsageError("--taken-at is only for key lists: a database's own clock gives taken_at")
+    if kind != "keylist" and column is not None:
+        raise UsageError("--column is only for key lists: a query's first column holds the keys")
+    if kind == "keylist" and query is not None:
+        raise UsageError("--query is for database sources, not key lists")
+    if taken_at is not None and taken_at > datetime.now(UTC):
+        raise UsageError(f"--taken-at {format_time(taken_at)} is in the future")
+    with tempfile.TemporaryDirectory(prefix="cleanup-snap-", dir=os.path.dirname(os.path.abspath(out))) as td:
+        staged = os.path.join(td, "raw.parquet")
+        if kind == "keylist":
+            raw = keylist.keylist_source(source, column, taken_at)
+        elif kind == "postgres":
+            raw = sql.postgres_source(source, query, staged)
+        elif kind == "sqlite":
+            raw = sql.sqlite_source(_strip_scheme(source), query, staged)
+        else:
+            raw = sql.duckdb_source(_strip_scheme(source), query, staged)
+        return finalize_snapshot(raw, out)

@@ -1,0 +1,71 @@
+"""The Store contract.
+
+A store lists objects exactly once per listing (no key twice, every key that
+existed for the whole listing at least once), reports ``last_modified`` as the
+time the object's current content was written (never earlier: an earlier time
+could make a fresh file look old), and states the ``precision`` of that time.
+Keys are store-relative; the reserved ``_cleanup/`` prefix is never listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from cleanup.core.paths import StoreRef
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime
+    etag: str | None
+    version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ClockProbe:
+    """A store clock reading bracketed by the local clock.
+
+    ``store_time`` may be truncated by ``precision``: the write happened in
+    ``[store_time, store_time + precision)`` by the store's clock and in
+    ``[local_before, local_after]`` by ours.
+    """
+
+    store_time: datetime
+    precision: timedelta
+    local_before: datetime
+    local_after: datetime
+
+    def skew(self) -> timedelta:
+        """Smallest signed offset (store minus local) consistent with both intervals."""
+        lo, hi = self.store_time, self.store_time + self.precision
+        if hi < self.local_before:
+            return hi - self.local_before
+        if lo > self.local_after:
+            return lo - self.local_after
+        return timedelta(0)
+
+
+class Store(Protocol):
+    ref: StoreRef
+
+    @property
+    def precision(self) -> timedelta:
+        """How much later than a listed last_modified an object may have been written."""
+        ...
+
+    def iter_objects(self) -> Iterator[ObjectInfo]:
+        """Every object under the store except ``_cleanup/``, each exactly once."""
+        ...
+
+    def probe_clock(self) -> ClockProbe:
+        """Write, read back and remove a probe under ``_cleanup/clock/``."""
+        ...
+
+    def region(self) -> str:
+        """The store's region as the store itself reports it (``local`` for directories)."""
+        ...

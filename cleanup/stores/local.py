@@ -1,0 +1,95 @@
+"""Local directory store.
+
+``last_modified`` is ``max(mtime, ctime)``: mtime alone can be set to any past
+time (``cp -p``, ``rsync -t``, ``touch -d``), which would make a file copied in
+a minute ago look years old. ctime cannot be set back by users and changes on
+every write and rename, so the maximum is never earlier than the real write.
+Keeping a file we could have deleted is fine; deleting a fresh one is not.
+
+``--trust-mtime`` (recorded in the inventory and shown by ``show``) uses mtime
+alone, for stores whose files were backdated on purpose, such as the demo.
+
+The etag is ``<size>-<mtime_ns>-<inode>``: cheap, and it changes whenever the
+content is rewritten or replaced, which is what the executor's re-check needs.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cleanup.core.paths import RESERVED_PREFIX, StoreRef
+from cleanup.errors import UsageError
+from cleanup.stores.base import ClockProbe, ObjectInfo
+
+_US = timedelta(microseconds=1)
+
+
+def _time_of(st: os.stat_result, trust_mtime: bool = False) -> datetime:
+    ns = st.st_mtime_ns if trust_mtime else max(st.st_mtime_ns, st.st_ctime_ns)
+    us = ns // 1000
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+class LocalStore:
+    def __init__(self, ref: StoreRef, region: str = "local", trust_mtime: bool = False) -> None:
+        self.ref = ref
+        # trust_mtime: use mtime alone (files backdated on purpose, e.g. the demo).
+        # Unsafe for real stores; recorded in the inventory and shown to reviewers.
+        self.trust_mtime = trust_mtime
+        self._region = region
+        self.root = Path(ref.root)
+        if not self.root.is_dir():
+            raise UsageError(f"store {ref.root} is not a directory")
+
+    @property
+    def precision(self) -> timedelta:
+        # Times are truncated from nanoseconds to microseconds.
+        return _US
+
+    def iter_objects(self) -> Iterator[ObjectInfo]:
+        reserved = RESERVED_PREFIX.rstrip("/")
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            try:
+                entries = list(os.scandir(self.root / rel if rel else self.root))
+            except FileNotFoundError:
+                continue  # removed while listing: it no longer exists, nothing to list
+            for entry in entries:
+                key = f"{rel}/{entry.name}" if rel else entry.name
+                if not rel and entry.name == reserved:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(key)
+                elif entry.is_file(follow_symlinks=False):
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    yield ObjectInfo(
+                        key=key,
+                        size=st.st_size,
+                        last_modified=_time_of(st, self.trust_mtime),
+                        etag=f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}",
+                    )
+                # Symlinks and special files are not objects: never listed, never deleted.
+
+    def probe_clock(self) -> ClockProbe:
+        d = self.root / RESERVED_PREFIX / "clock"
+        d.mkdir(parents=True, exist_ok=True)
+        p = d / f"probe-{uuid.uuid4().hex}"
+        before = datetime.now(UTC)
+        p.write_bytes(b"clock probe\n")
+        after = datetime.now(UTC)
+        try:
+            st = p.stat()
+        finally:
+            p.unlink(missing_ok=True)
+        return ClockProbe(_time_of(st), _US, before, after)
+
+    def region(self) -> str:
+        return self._region
