@@ -264,6 +264,30 @@ def show(plan_dir: str, as_json: bool, top: int) -> None:
         render(summary)
 
 
+@cli.command()
+@click.argument("directory", required=False, default="cleanup-demo",
+                type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the artefacts' paths as JSON.")
+def demo(directory: str, as_json: bool) -> None:
+    """Build a local demo store (tenants, a DuckDB metadata database, SSH keys for
+    two principals and an allowed_signers file) in DIRECTORY [default ./cleanup-demo]
+    and run the guarded flow on it: inventory, snapshot, plan, show.
+    No service is needed."""
+    from pathlib import Path
+
+    from cleanup.demo import run
+    from cleanup.show import render, summarize
+
+    out = run(Path(directory).absolute(), (lambda s: None) if as_json else say)
+    if as_json:
+        emit_json(out)
+        return
+    say(f"5. cleanup show {out['plan']}")
+    render(summarize(out["plan"]))
+    say("Next: a second engineer reviews and approves the plan; execution follows in "
+        "phased, reconciled, quarantined stages.")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map errors to the documented exit codes."""
     from cleanup.errors import CleanupError

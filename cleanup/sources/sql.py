@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -134,9 +134,11 @@ def duckdb_source(path: str, query: str | None, tmp_parquet: str) -> RawSnapshot
         raise UsageError(f"{path}: cannot open ({str(exc).splitlines()[0]})") from None
     try:
         con.execute("BEGIN TRANSACTION")
-        row = con.execute("SELECT now()").fetchone()  # transaction start: <= its snapshot
+        # now() is the transaction's start, so <= its snapshot. Epoch microseconds
+        # avoid DuckDB's pytz dependency for TIMESTAMPTZ results.
+        row = con.execute("SELECT epoch_us(now())").fetchone()
         assert row is not None
-        taken_at = row[0].astimezone(UTC)
+        taken_at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(row[0]))
         con.execute(
             f"COPY (SELECT CAST(k AS VARCHAR) AS key FROM ({q}) AS t(k)) "
             f"TO {sql_literal(tmp_parquet)} (FORMAT parquet)"

@@ -1,0 +1,113 @@
+"""``cleanup demo``: a local store, a DuckDB metadata database and two SSH keys,
+then the guarded flow on them. No service needed.
+
+The demo's files are backdated with ``os.utime`` so that some are old enough
+to be candidates; ctime cannot be backdated, so the demo inventory uses
+``--trust-mtime``, which the plan records and ``show`` flags, as it would for
+any real store listed that way.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+TENANTS = ("internal-analytics", "acme", "globex", "initech", "umbrella", "hooli")
+FILES_PER_TABLE = 40
+TABLES = ("events", "orders")
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    root: Path
+    store: Path
+    metadata: Path
+    keys: Path
+    allowed_signers: Path
+
+    def key(self, name: str) -> Path:
+        return self.keys / name
+
+
+def build(root: Path) -> DemoPaths:
+    """Create the demo store and metadata; return where everything is."""
+    import duckdb
+
+    store = root / "store"
+    keys = root / "keys"
+    if store.exists() and any(store.iterdir()):
+        from cleanup.errors import UsageError
+
+        raise UsageError(f"{root} already holds a demo store", hint="give a new DIR")
+    store.mkdir(parents=True, exist_ok=True)
+    keys.mkdir(exist_ok=True)
+    now = time.time()
+    referenced: list[str] = []
+    for ti, tenant in enumerate(TENANTS):
+        for table in TABLES:
+            for i in range(FILES_PER_TABLE):
+                key = f"{tenant}/{table}/part-{i:04d}.parquet"
+                p = store / key
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(os.urandom(512 + 37 * i + 101 * ti))
+                age_days = 2 + (i * 7 + ti) % 60
+                os.utime(p, (now - age_days * 86400, now - age_days * 86400))
+                # Files 0-2 of each table were compacted away: no metadata references them.
+                if i >= 3:
+                    referenced.append(key)
+    # One fresh unreferenced file per tenant: written after the snapshot, must be kept.
+    for tenant in TENANTS:
+        (store / tenant / "events" / "part-fresh.parquet").write_bytes(b"fresh")
+    metadata = root / "metadata.duckdb"
+    con = duckdb.connect(str(metadata))
+    con.execute("CREATE TABLE data_files (path VARCHAR, tenant VARCHAR)")
+    con.executemany("INSERT INTO data_files VALUES (?, ?)",
+                    [(f"file://{store}/{k}", k.split("/")[0]) for k in referenced])
+    con.close()
+    names = ("alice", "bob")
+    lines = []
+    for name in names:
+        key = keys / name
+        if not key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
+                            "-f", str(key)], check=True, stdin=subprocess.DEVNULL)
+        pub = (keys / f"{name}.pub").read_text().strip()
+        lines.append(f'{name} namespaces="cleanup-plan,cleanup-witness" {pub}')
+    allowed = root / "allowed_signers"
+    allowed.write_text("\n".join(lines) + "\n")
+    return DemoPaths(root, store, metadata, keys, allowed)
+
+
+def run(root: Path, say: Callable[[str], None]) -> dict[str, str]:
+    """Build the demo and run the flow that exists so far; return the artefacts' paths."""
+    from cleanup.core.stages import DEFAULT_TENANT_PATTERN
+    from cleanup.inventory import list_store
+    from cleanup.planner import PlanOptions, make_plan
+    from cleanup.snapshot import take_snapshot
+    from cleanup.stores import open_store
+
+    d = build(root)
+    say(f"1. demo store {d.store}: {len(TENANTS)} tenants, metadata in {d.metadata}")
+    inv = str(root / "inventory.parquet")
+    res = list_store(open_store(str(d.store), trust_mtime=True), inv, time_source="mtime")
+    say(f"2. cleanup inventory {d.store} -o {inv} --trust-mtime   ({res.objects} objects)")
+    snap = str(root / "snapshot.parquet")
+    s = take_snapshot(str(d.metadata), snap, query="SELECT path FROM data_files")
+    say(f"3. cleanup snapshot {d.metadata} --query 'SELECT path FROM data_files' -o {snap}"
+        f"   ({s.rows} references, taken_at {s.to_json()['taken_at']})")
+    plan_dir = str(root / "plan")
+    p = make_plan(PlanOptions(
+        store=str(d.store), inventory=inv, snapshot=snap, out=plan_dir, author="alice",
+        key=str(d.key("alice")), tenant_pattern=DEFAULT_TENANT_PATTERN,
+        internal=("internal-analytics",), stages="10%,100%", quarantine="copy"))
+    m = p.plan["manifest"]
+    say(f"4. cleanup plan --store {d.store} ... -o {plan_dir} --internal internal-analytics "
+        f"--author alice --key {d.key('alice')}")
+    say(f"   plan {p.plan_id}: {m['objects']} candidates of {p.plan['scope']['objects']} objects,"
+        f" cutoff {p.plan['cutoff']['time']}; the fresh unreferenced files were kept (I1, I2)")
+    return {"store": str(d.store), "plan": plan_dir, "allowed_signers": str(d.allowed_signers),
+            "plan_id": p.plan_id}
