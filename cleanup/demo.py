@@ -71,10 +71,10 @@ def build(root: Path) -> DemoPaths:
     names = ("alice", "bob")
     lines = []
     for name in names:
-        key = keys / name
-        if not key.exists():
+        key_file = keys / name
+        if not key_file.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
-                            "-f", str(key)], check=True, stdin=subprocess.DEVNULL)
+                            "-f", str(key_file)], check=True, stdin=subprocess.DEVNULL)
         pub = (keys / f"{name}.pub").read_text().strip()
         lines.append(f'{name} namespaces="cleanup-plan,cleanup-witness" {pub}')
     allowed = root / "allowed_signers"

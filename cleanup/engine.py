@@ -94,7 +94,8 @@ class Engine:
 
     def _one(self, sql: str) -> tuple[Any, ...]:
         row = self.con.execute(sql).fetchone()
-        assert row is not None
+        if row is None:
+            raise RuntimeError(f"aggregate query returned no row: {sql}")
         return tuple(row)
 
     def compute(self) -> EngineResult:
@@ -110,7 +111,8 @@ class Engine:
         try:
             self.con.execute(
                 f"CREATE TEMP TABLE refs AS SELECT DISTINCT k AS key FROM "
-                f"(SELECT {normalize_ref_sql('key', inp.store)} AS k FROM {snap}) WHERE k IS NOT NULL"
+                f"(SELECT {normalize_ref_sql('key', inp.store)} AS k FROM {snap}) "
+                "WHERE k IS NOT NULL"
             )
             total, in_scope_raw = self._one(
                 f"SELECT count(*), count({normalize_ref_sql('key', inp.store)}) FROM {snap}")

@@ -162,7 +162,8 @@ def make_plan(opts: PlanOptions) -> PlanResult:
                                            digest=snap_meta.get("digest"),
                                            source=snap_meta.get("source"), now=now))
     checks[-1].raise_if_failed()
-    assert taken_at is not None
+    if taken_at is None:  # unreachable: I3 refused it above
+        raise RuntimeError("snapshot without taken_at passed I3")
     c1, cutoff = inv.derive_cutoff(taken_at, buffer, policy.min_buffer, opts.cutoff)
     checks.append(c1)
     c1.raise_if_failed()

@@ -127,7 +127,8 @@ def take_snapshot(
         raise UsageError("--query is for database sources, not key lists")
     if taken_at is not None and taken_at > datetime.now(UTC):
         raise UsageError(f"--taken-at {format_time(taken_at)} is in the future")
-    with tempfile.TemporaryDirectory(prefix="cleanup-snap-", dir=os.path.dirname(os.path.abspath(out))) as td:
+    out_dir = os.path.dirname(os.path.abspath(out))
+    with tempfile.TemporaryDirectory(prefix=".cleanup-snap-", dir=out_dir) as td:
         staged = os.path.join(td, "raw.parquet")
         if kind == "keylist":
             raw = keylist.keylist_source(source, column, taken_at)

@@ -34,7 +34,8 @@ from cleanup.errors import InvariantViolation, UsageError
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("90s", timedelta(seconds=90)), ("45m", timedelta(minutes=45)),
-     ("24h", timedelta(hours=24)), ("7d", timedelta(days=7)), ("500ms", timedelta(milliseconds=500))],
+     ("24h", timedelta(hours=24)), ("7d", timedelta(days=7)),
+     ("500ms", timedelta(milliseconds=500))],
 )
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
@@ -151,13 +152,15 @@ def test_tenant_pattern_needs_named_group() -> None:
 def test_tenant_extraction_agrees_with_duckdb(tenant: str, rest: str) -> None:
     key = f"{tenant}/{rest}".replace("\x00", "")
     con = duckdb.connect()
-    (got,) = con.execute("SELECT regexp_extract(?, ?, 1)", [key, DEFAULT_TENANT_PATTERN]).fetchone() or ("",)
-    assert got == extract_tenant(key, DEFAULT_TENANT_PATTERN)
+    row = con.execute("SELECT regexp_extract(?, ?, 1)", [key, DEFAULT_TENANT_PATTERN]).fetchone()
+    assert row is not None
+    assert row[0] == extract_tenant(key, DEFAULT_TENANT_PATTERN)
 
 
 @given(st.lists(st.text(max_size=8), min_size=1, max_size=50, unique=True),
        st.lists(st.text(max_size=8), max_size=5))
-def test_stage_assignment_is_deterministic_and_widening(tenants: list[str], internal: list[str]) -> None:
+def test_stage_assignment_is_deterministic_and_widening(tenants: list[str],
+                                                        internal: list[str]) -> None:
     """Internal tenants are stage 0; widening the stages never moves a tenant later."""
     internal_set = frozenset(internal)
     narrow = [assign_stage(t, internal_set, [10.0, 100.0]) for t in tenants]

@@ -24,7 +24,7 @@ Exit codes:
   4 sign-off missing or invalid   5 reconciliation halt   6 store lock held"""
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType[timedelta]):
     name = "DURATION"
 
     def convert(self, value: Any, param: click.Parameter | None,
@@ -40,7 +40,7 @@ class Duration(click.ParamType):
             self.fail(f"{exc.message} ({exc.hint})", param, ctx)
 
 
-class Time(click.ParamType):
+class Time(click.ParamType[datetime]):
     name = "TIME"
 
     def convert(self, value: Any, param: click.Parameter | None,

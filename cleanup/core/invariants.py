@@ -69,7 +69,8 @@ def derive_cutoff(
             derived,
         )
     if buffer <= timedelta(0):
-        return Check(I1, False, f"buffer {format_duration(buffer)} must be positive", facts), derived
+        msg = f"buffer {format_duration(buffer)} must be positive"
+        return Check(I1, False, msg, facts), derived
     cutoff = derived
     if requested is not None:
         facts["requested_cutoff"] = format_time(requested)

@@ -17,7 +17,9 @@ from cleanup.errors import InvariantViolation, UsageError
 FLOOR_MIN_BUFFER = timedelta(hours=24)
 FLOOR_MIN_HOLD = timedelta(hours=24)
 
-_DURATIONS = {"min_buffer", "min_hold", "approval_ttl", "witness_ttl", "max_clock_skew", "retention"}
+_DURATIONS = {
+    "min_buffer", "min_hold", "approval_ttl", "witness_ttl", "max_clock_skew", "retention",
+}
 _FRACTIONS = {"max_missing_refs", "max_delete_fraction", "max_skip_fraction"}
 _COUNTS = {"min_approvals", "probe_sample"}
 
@@ -81,7 +83,8 @@ class Policy:
             )
         if self.min_hold < FLOOR_MIN_HOLD:
             lowered.append(
-                f"min_hold {format_duration(self.min_hold)} < floor {format_duration(FLOOR_MIN_HOLD)}"
+                f"min_hold {format_duration(self.min_hold)} < floor "
+                f"{format_duration(FLOOR_MIN_HOLD)}"
             )
         if lowered and not override_minimums:
             raise InvariantViolation(

@@ -82,7 +82,8 @@ def postgres_source(url: str, query: str | None, tmp_parquet: str) -> RawSnapsho
             # taken by this first statement, i.e. at or after now().
             row = conn.execute("SELECT now(), clock_timestamp()").fetchone()
             after = datetime.now(UTC)
-            assert row is not None
+            if row is None:
+                raise UsageError(f"{redact_url(url)}: SELECT now() returned no row")
             taken_at, server_clock = row[0].astimezone(UTC), row[1].astimezone(UTC)
             with conn.cursor(name="cleanup_snapshot") as cur:
                 cur.itersize = FETCH_ROWS
@@ -137,7 +138,8 @@ def duckdb_source(path: str, query: str | None, tmp_parquet: str) -> RawSnapshot
         # now() is the transaction's start, so <= its snapshot. Epoch microseconds
         # avoid DuckDB's pytz dependency for TIMESTAMPTZ results.
         row = con.execute("SELECT epoch_us(now())").fetchone()
-        assert row is not None
+        if row is None:
+            raise UsageError(f"{path}: SELECT now() returned no row")
         taken_at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(row[0]))
         con.execute(
             f"COPY (SELECT CAST(k AS VARCHAR) AS key FROM ({q}) AS t(k)) "

@@ -63,7 +63,8 @@ class S3Store:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchBucket", "404"):
-                raise UsageError(f"{self.ref.url}: bucket {self.ref.bucket!r} does not exist") from None
+                raise UsageError(
+                    f"{self.ref.url}: bucket {self.ref.bucket!r} does not exist") from None
             if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
                 raise UsageError(
                     f"{self.ref.url}: {what} was denied ({s3_error_message(exc)})",
