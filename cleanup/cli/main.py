@@ -265,6 +265,104 @@ def show(plan_dir: str, as_json: bool, top: int) -> None:
 
 
 @cli.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--signer", required=True, help="Your principal name (as in allowed_signers).")
+@click.option("--key", required=True, type=click.Path(dir_okay=False),
+              help="SSH key to sign with (private key, or .pub with the key in ssh-agent).")
+@click.option("--comment", default="", help="A comment, signed with the approval.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def approve(plan_dir: str, signer: str, key: str, comment: str, yes: bool,
+            as_json: bool) -> None:
+    """Approve PLAN_DIR: sign {plan id, signer, signed_at, comment} with SSH.
+
+    Shows the plan summary first and asks for confirmation on a terminal. The
+    approval is bound to the exact plan.json (and through it the manifest);
+    it expires after policy approval_ttl (7d), counted from the signed time.
+    """
+    from cleanup.show import render, summarize
+    from cleanup.signoff import approve as do_approve
+    from cleanup.signoff import check_integrity
+
+    _plan, _pid, integrity = check_integrity(plan_dir)
+    integrity.raise_if_failed()
+    if not yes:
+        if not sys.stdin.isatty():
+            from cleanup.errors import UsageError
+
+            raise UsageError("not a terminal: cannot ask for confirmation",
+                             hint="review with `cleanup show`, then pass --yes")
+        render(summarize(plan_dir))
+        click.confirm(f"Approve this plan as {signer}?", abort=True)
+    plan_id, path = do_approve(plan_dir, signer, key, comment)
+    if as_json:
+        emit_json({"plan_id": plan_id, "signer": signer, "approval": path})
+    else:
+        say(f"approved plan {plan_id} as {signer} -> {path}")
+
+
+@cli.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--allowed-signers", "allowed", required=True, type=click.Path(dir_okay=False),
+              help="OpenSSH allowed_signers file naming the principals.")
+@click.option("--json", "as_json", is_flag=True, help="Print every signature's state as JSON.")
+def verify(plan_dir: str, allowed: str, as_json: bool) -> None:
+    """Check plan integrity (I6) and two-person sign-off (I7).
+
+    Every signature is verified with `ssh-keygen -Y verify -n cleanup-plan` at
+    its signed time, and reported as valid, expired, self-approval, unknown-key,
+    signer-mismatch, wrong-namespace, key-expired, plan-changed, ... Exits 3 if
+    the plan changed, 4 unless the author and enough other principals signed.
+    """
+    from cleanup.core.signoff import VALID
+    from cleanup.errors import InvariantViolation, SignoffError
+    from cleanup.signoff import verify_plan
+
+    rep = verify_plan(plan_dir, allowed)
+    if as_json:
+        emit_json(rep.to_json())
+    else:
+        say(f"plan {rep.plan_id}")
+        say(f"  {rep.integrity.invariant}: {'ok' if rep.integrity.ok else 'FAILED'} "
+            f"({rep.integrity.detail})")
+        for sig in ([rep.author] if rep.author else []) + rep.approvals:
+            mark = "ok " if sig.state == VALID else "BAD"
+            when = sig.to_json()["signed_at"] or "?"
+            say(f"  [{mark}] {sig.role:8} {sig.signer:16} {sig.state:16} {when}  "
+                f"{'' if sig.state == VALID else sig.detail}")
+        say(f"  {rep.two_person.invariant}: {'ok' if rep.two_person.ok else 'NOT MET'} "
+            f"({rep.two_person.detail})")
+    if not rep.integrity.ok:
+        raise InvariantViolation(rep.integrity.invariant, rep.integrity.detail,
+                                 hint=rep.integrity.hint)
+    if not rep.two_person.ok:
+        raise SignoffError(f"{rep.two_person.invariant}: {rep.two_person.detail}",
+                           hint=rep.two_person.hint)
+
+
+@cli.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--stage", required=True, type=click.IntRange(0), help="The stage you witness.")
+@click.option("--signer", required=True, help="Your principal name (as in allowed_signers).")
+@click.option("--key", required=True, type=click.Path(dir_okay=False),
+              help="SSH key to sign with.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def witness(plan_dir: str, stage: int, signer: str, key: str, as_json: bool) -> None:
+    """Sign that you are present for STAGE's execution (I8, namespace cleanup-witness).
+
+    The executor needs a witness other than itself, made at most policy
+    witness_ttl (60m) before the stage starts.
+    """
+    from cleanup.signoff import witness as do_witness
+
+    plan_id, path = do_witness(plan_dir, stage, signer, key)
+    if as_json:
+        emit_json({"plan_id": plan_id, "stage": stage, "signer": signer, "witness": path})
+    else:
+        say(f"witnessed stage {stage} of plan {plan_id} as {signer} -> {path}")
+
+
+@cli.command()
 @click.argument("directory", required=False, default="cleanup-demo",
                 type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the artefacts' paths as JSON.")
