@@ -129,10 +129,35 @@ def _store_region(ref: StoreRef, store: Any, requested: str | None) -> str:
 
 
 def make_plan(opts: PlanOptions) -> PlanResult:
-    """Compute, check and write a signed plan bundle at ``opts.out``."""
+    """Compute, check and write a signed plan bundle at ``opts.out``.
+
+    A refusal writes nothing but its audit entry in the store (I14).
+    """
+    from cleanup import audit
+    from cleanup.stores import open_store
+
+    store = None
+    try:
+        store = open_store(parse_store(opts.store), endpoint_url=opts.endpoint_url,
+                           region=opts.region)
+        res = _make_plan(opts, store)
+    except InvariantViolation as exc:
+        warning = audit.try_append(store, "plan-refused", principal=opts.author,
+                                   details={"invariant": exc.invariant, "detail": exc.detail,
+                                            "out": os.path.abspath(opts.out)})
+        if warning:
+            exc.message += f" ({warning})"
+        raise
+    audit.append(store, "plan-created", plan_id=res.plan_id, principal=opts.author,
+                 details={"plan_dir": res.path, "objects": res.plan["manifest"]["objects"],
+                          "bytes": res.plan["manifest"]["bytes"],
+                          "cutoff": res.plan["cutoff"]["time"]})
+    return res
+
+
+def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
     from cleanup.engine import Engine, EngineInput
     from cleanup.signing import NS_PLAN, public_key_of, sign_file
-    from cleanup.stores import open_store
 
     if opts.quarantine not in QUARANTINE_MODES:
         raise UsageError(f"--quarantine must be one of {', '.join(QUARANTINE_MODES)}")
@@ -171,7 +196,6 @@ def make_plan(opts: PlanOptions) -> PlanResult:
     precision = timedelta(microseconds=int(inv_meta.get("precision_us", "1000000")))
     listed_at = parse_time(inv_meta["listed_at"])
 
-    store = open_store(ref, endpoint_url=opts.endpoint_url, region=opts.region)
     region = _store_region(ref, store, opts.region)
     skews: dict[str, timedelta] = {"store": store.probe_clock().skew()}
     if snap_meta.get("metadata_skew_us"):

@@ -240,6 +240,26 @@ def _write_signed(doc: dict[str, Any], doc_path: str, key: str, namespace: str) 
                 os.unlink(p)
 
 
+def audit_plan_event(plan: dict[str, Any], event: str, *, plan_id: str, principal: str,
+                     details: dict[str, Any], endpoint_url: str | None = None) -> str | None:
+    """Append to the plan's store's audit log; return a warning if that was not possible.
+
+    Reviewers may sign on a machine without access to the store, so a missing
+    store is a warning here; the executor audits the sign-off it relies on.
+    """
+    from cleanup import audit
+    from cleanup.errors import CleanupError
+    from cleanup.stores import open_store
+
+    try:
+        store = open_store(str(plan.get("store", "")), endpoint_url=endpoint_url,
+                           region=str(plan.get("region")) if plan.get("store", "").startswith(
+                               "s3") else None)
+    except CleanupError as exc:
+        return f"warning: audit entry {event!r} not written: {exc.message}"
+    return audit.try_append(store, event, plan_id=plan_id, principal=principal, details=details)
+
+
 def approve(plan_dir: str, signer: str, key: str, comment: str = "",
             now: datetime | None = None) -> tuple[str, str]:
     """Sign the plan as an approver; return (plan_id, path of the approval JSON)."""

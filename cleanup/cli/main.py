@@ -271,9 +271,11 @@ def show(plan_dir: str, as_json: bool, top: int) -> None:
               help="SSH key to sign with (private key, or .pub with the key in ssh-agent).")
 @click.option("--comment", default="", help="A comment, signed with the approval.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL",
+              help="S3-compatible endpoint of the plan's store (for its audit log).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def approve(plan_dir: str, signer: str, key: str, comment: str, yes: bool,
-            as_json: bool) -> None:
+            endpoint_url: str | None, as_json: bool) -> None:
     """Approve PLAN_DIR: sign {plan id, signer, signed_at, comment} with SSH.
 
     Shows the plan summary first and asks for confirmation on a terminal. The
@@ -282,7 +284,7 @@ def approve(plan_dir: str, signer: str, key: str, comment: str, yes: bool,
     """
     from cleanup.show import render, summarize
     from cleanup.signoff import approve as do_approve
-    from cleanup.signoff import check_integrity
+    from cleanup.signoff import audit_plan_event, check_integrity
 
     _plan, _pid, integrity = check_integrity(plan_dir)
     integrity.raise_if_failed()
@@ -295,6 +297,10 @@ def approve(plan_dir: str, signer: str, key: str, comment: str, yes: bool,
         render(summarize(plan_dir))
         click.confirm(f"Approve this plan as {signer}?", abort=True)
     plan_id, path = do_approve(plan_dir, signer, key, comment)
+    warn = audit_plan_event(_plan, "approval", plan_id=plan_id, principal=signer,
+                            details={"comment": comment}, endpoint_url=endpoint_url)
+    if warn:
+        click.echo(warn, err=True)
     if as_json:
         emit_json({"plan_id": plan_id, "signer": signer, "approval": path})
     else:
@@ -346,20 +352,60 @@ def verify(plan_dir: str, allowed: str, as_json: bool) -> None:
 @click.option("--signer", required=True, help="Your principal name (as in allowed_signers).")
 @click.option("--key", required=True, type=click.Path(dir_okay=False),
               help="SSH key to sign with.")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL",
+              help="S3-compatible endpoint of the plan's store (for its audit log).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def witness(plan_dir: str, stage: int, signer: str, key: str, as_json: bool) -> None:
+def witness(plan_dir: str, stage: int, signer: str, key: str, endpoint_url: str | None,
+            as_json: bool) -> None:
     """Sign that you are present for STAGE's execution (I8, namespace cleanup-witness).
 
     The executor needs a witness other than itself, made at most policy
     witness_ttl (60m) before the stage starts.
     """
+    from cleanup.show import load_plan
+    from cleanup.signoff import audit_plan_event
     from cleanup.signoff import witness as do_witness
 
     plan_id, path = do_witness(plan_dir, stage, signer, key)
+    warn = audit_plan_event(load_plan(plan_dir)[0], "witness", plan_id=plan_id,
+                            principal=signer, details={"stage": stage},
+                            endpoint_url=endpoint_url)
+    if warn:
+        click.echo(warn, err=True)
     if as_json:
         emit_json({"plan_id": plan_id, "stage": stage, "signer": signer, "witness": path})
     else:
         say(f"witnessed stage {stage} of plan {plan_id} as {signer} -> {path}")
+
+
+@cli.group()
+def audit() -> None:
+    """The store's hash-chained audit log (I14) under _cleanup/audit/."""
+
+
+@audit.command("verify")
+@click.argument("store")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint.")
+@click.option("--region", help="S3 region.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def audit_verify(store: str, endpoint_url: str | None, region: str | None,
+                 as_json: bool) -> None:
+    """Check that no audit entry of STORE was edited, removed or reordered (exit 3 if so).
+
+    Prints the head hash: keep it, and compare later to detect truncation."""
+    from cleanup import audit as audit_log
+    from cleanup.errors import InvariantViolation
+    from cleanup.stores import open_store
+
+    rep = audit_log.verify(open_store(store, endpoint_url=endpoint_url, region=region))
+    if as_json:
+        emit_json(rep.to_json())
+    else:
+        say(f"{rep.entries} entries, head {rep.head}: {'intact' if rep.ok else 'BROKEN'}")
+        for p in rep.problems:
+            say(f"  {p}")
+    if not rep.ok:
+        raise InvariantViolation(audit_log.I14, "; ".join(rep.problems[:3]))
 
 
 @cli.command()

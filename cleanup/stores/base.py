@@ -69,3 +69,19 @@ class Store(Protocol):
     def region(self) -> str:
         """The store's region as the store itself reports it (``local`` for directories)."""
         ...
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist; False if it did.
+
+        Local: exclusive create. S3: ``If-None-Match: *`` -- which some servers
+        ignore (I12 probes for that before relying on it).
+        """
+        ...
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """The object's content, or None if it does not exist."""
+        ...
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys under ``prefix`` (store-relative, reserved prefix included), sorted."""
+        ...

@@ -93,3 +93,38 @@ class LocalStore:
 
     def region(self) -> str:
         return self._region
+
+    def _path(self, key: str) -> Path:
+        p = (self.root / key).resolve()
+        if self.root.resolve() not in p.parents:
+            raise UsageError(f"key {key!r} escapes the store root")
+        return p
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        p = self._path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        d = base if prefix.endswith("/") or not prefix else base.parent
+        if not d.is_dir():
+            return []
+        root = self.root.resolve()
+        out = [str(p.relative_to(root)) for p in d.rglob("*") if p.is_file()]
+        return sorted(k for k in out if k.startswith(prefix))

@@ -115,6 +115,41 @@ class S3Store:
                        Bucket=self.ref.bucket, Key=key)
         return ClockProbe(head["LastModified"].astimezone(UTC), self.precision, before, after)
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.ref.bucket, Key=self.ref.prefix + key, Body=data,
+                                   IfNoneMatch="*")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise StoreError(f"{self.ref.url}: PutObject {key} failed "
+                             f"({s3_error_message(exc)})") from None
+        return True
+
+    def get_bytes(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.ref.bucket, Key=self.ref.prefix + key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404"):
+                return None
+            raise StoreError(f"{self.ref.url}: GetObject {key} failed "
+                             f"({s3_error_message(exc)})") from None
+        body: bytes = obj["Body"].read()
+        return body
+
+    def list_keys(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        plen = len(self.ref.prefix)
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.ref.bucket, Prefix=self.ref.prefix + prefix):
+            out += [o["Key"][plen:] for o in page.get("Contents", [])]
+        return sorted(out)
+
     def region(self) -> str:
         loc = self._call("GetBucketLocation", self.client.get_bucket_location,
                          Bucket=self.ref.bucket)
