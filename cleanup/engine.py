@@ -99,45 +99,61 @@ class Engine:
         return tuple(row)
 
     def compute(self) -> EngineResult:
+        """One pass over the snapshot, one join against the inventory.
+
+        The snapshot is normalized and grouped once (``refs``: distinct in-scope
+        keys, plus one NULL group counting out-of-scope references). A single
+        FULL OUTER JOIN yields both sides' unmatched rows: listed keys no
+        reference names (candidates, if old enough) and referenced keys not
+        listed (I4). The join carries only key, row number and last_modified;
+        size and etag are fetched afterwards for the few unmatched rows.
+        """
         import duckdb
 
         inp = self.inp
-        inv = f"read_parquet({sql_literal(inp.inventory)})"
+        inv_file = sql_literal(inp.inventory)
         snap = f"read_parquet({sql_literal(inp.snapshot)})"
         reserved = sql_literal(RESERVED_PREFIX)
-        prec_us = inp.precision // timedelta(microseconds=1)
-        cutoff = sql_literal(inp.cutoff.strftime("%Y-%m-%d %H:%M:%S.%f+00"))
+        # I2: last_modified + precision <= cutoff, i.e. last_modified <= cutoff - precision.
+        latest_ok = sql_literal((inp.cutoff - inp.precision).strftime("%Y-%m-%d %H:%M:%S.%f+00"))
         res = EngineResult()
         try:
             self.con.execute(
-                f"CREATE TEMP TABLE refs AS SELECT DISTINCT k AS key FROM "
-                f"(SELECT {normalize_ref_sql('key', inp.store)} AS k FROM {snap}) "
-                "WHERE k IS NOT NULL"
+                f"CREATE TEMP TABLE refs AS SELECT {normalize_ref_sql('key', inp.store)} AS key, "
+                f"count(*) AS n FROM {snap} GROUP BY ALL"
             )
-            total, in_scope_raw = self._one(
-                f"SELECT count(*), count({normalize_ref_sql('key', inp.store)}) FROM {snap}")
-            res.snapshot_rows = int(total)
-            res.out_of_scope_refs = int(total) - int(in_scope_raw)
-            res.in_scope_refs = int(self._one("SELECT count(*) FROM refs")[0])
+            total, out_of_scope, in_scope = self._one(
+                "SELECT coalesce(sum(n), 0), coalesce(sum(n) FILTER (WHERE key IS NULL), 0), "
+                "count(key) FROM refs")
+            res.snapshot_rows, res.out_of_scope_refs = int(total), int(out_of_scope)
+            res.in_scope_refs = int(in_scope)
             self.con.execute(
-                f"CREATE TEMP VIEW inv AS SELECT key, size, last_modified, etag FROM {inv} "
-                f"WHERE NOT starts_with(key, {reserved})"
+                f"CREATE TEMP VIEW inv AS SELECT key, size, last_modified, etag, "
+                f"file_row_number AS rn FROM read_parquet({inv_file}, file_row_number = true) "
+                f"WHERE key IS NOT NULL AND NOT starts_with(key, {reserved})"
             )
-            # The candidate set: unreferenced, and old enough even allowing for the
-            # listing's timestamp precision (I2). Referenced keys never pass the anti-join.
+            # Matched rows (referenced AND listed) never leave this join: referenced
+            # keys cannot become candidates.
+            self.con.execute(
+                "CREATE TEMP TABLE unmatched AS SELECT i.key AS ikey, i.rn, i.last_modified, "
+                "r.key AS rkey FROM (SELECT key, rn, last_modified FROM inv) i "
+                "FULL OUTER JOIN (SELECT key FROM refs WHERE key IS NOT NULL) r "
+                "ON i.key = r.key WHERE i.key IS NULL OR r.key IS NULL"
+            )
             self.con.execute(
                 f"CREATE TEMP TABLE cand AS SELECT i.key, i.size, i.last_modified, i.etag, "
                 f"coalesce(regexp_extract(i.key, {sql_literal(inp.tenant_pattern)}, "
-                f"{inp.tenant_group}), '') AS tenant "
-                f"FROM inv i ANTI JOIN refs r ON i.key = r.key "
-                f"WHERE i.last_modified + to_microseconds({prec_us}) <= {cutoff}::TIMESTAMPTZ"
+                f"{inp.tenant_group}), '') AS tenant FROM inv i "
+                f"WHERE i.rn IN (SELECT rn FROM unmatched WHERE rkey IS NULL "
+                f"AND last_modified <= {latest_ok}::TIMESTAMPTZ) "
+                f"AND i.last_modified <= {latest_ok}::TIMESTAMPTZ"
             )
             (res.missing_refs,) = self._one(
-                "SELECT count(*) FROM refs r ANTI JOIN inv i ON r.key = i.key")
+                "SELECT count(*) FROM unmatched WHERE ikey IS NULL")
             res.missing_examples = [
                 r[0] for r in self.con.execute(
-                    "SELECT r.key FROM refs r ANTI JOIN inv i ON r.key = i.key "
-                    "ORDER BY r.key LIMIT 5").fetchall()
+                    "SELECT rkey FROM unmatched WHERE ikey IS NULL ORDER BY rkey LIMIT 5"
+                ).fetchall()
             ]
             so, sb, newest = self._one(
                 "SELECT count(*), coalesce(sum(size), 0), epoch_us(max(last_modified)) FROM inv")
@@ -145,8 +161,7 @@ class Engine:
             res.newest_in_scope = _utc(newest)
             co, cb, oldest, newest_c = self._one(
                 "SELECT count(*), coalesce(sum(size), 0), epoch_us(min(last_modified)), "
-                "epoch_us(max(last_modified)) "
-                "FROM cand")
+                "epoch_us(max(last_modified)) FROM cand")
             res.candidates, res.candidate_bytes = int(co), int(cb)
             res.oldest_candidate, res.newest_candidate = _utc(oldest), _utc(newest_c)
             res.tenants = [r[0] for r in self.con.execute(
@@ -164,7 +179,8 @@ class Engine:
         import pyarrow as pa
 
         self.con.register("sent", pa.table({"key": list(self.inp.sentinels)}))
-        for table, target in (("refs", res.sentinels_in_snapshot),
+        for table, target in (("(SELECT key FROM refs WHERE key IS NOT NULL)",
+                               res.sentinels_in_snapshot),
                               ("inv", res.sentinels_in_inventory),
                               ("cand", res.sentinels_in_candidates)):
             target.update(r[0] for r in self.con.execute(

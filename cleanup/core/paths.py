@@ -123,8 +123,10 @@ def normalize_ref_sql(column: str, store: StoreRef) -> str:
             f"WHEN starts_with({column}, {lit}) THEN "
             f"nullif(substr({column}, {len(prefix) + 1}), '')"
         )
+    # contains(':') first: the regex only runs on the few keys that could have a scheme.
     whens.append(
-        f"WHEN regexp_matches({column}, '^[A-Za-z][A-Za-z0-9+.\\-]*:') "
+        f"WHEN (contains({column}, ':') AND "
+        f"regexp_matches({column}, '^[A-Za-z][A-Za-z0-9+.\\-]*:')) "
         f"OR starts_with({column}, '/') THEN NULL"
     )
     return f"(CASE {' '.join(whens)} ELSE nullif({column}, '') END)"
