@@ -42,7 +42,8 @@ def test_local_inventory_lists_everything_but_reserved_and_links(tmp_path: Path)
     assert rows == {"a/1.parquet": 11, "a/b/2.parquet": 13, "x y/ü.bin": 9, "top.txt": 7,
                     "nested/_cleanup/data": 1}
     meta = read_meta(str(tmp_path / "inv.parquet"))
-    assert meta["kind"] == "inventory" and meta["store"] == str(store)
+    assert meta["kind"] == "inventory"
+    assert meta["store"] == str(store)
     assert meta["precision_us"] == "1"
     assert meta["rows"] == "5"
     assert before - timedelta(seconds=1) <= datetime.fromisoformat(meta["listed_at"]) <= (

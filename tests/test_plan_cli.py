@@ -93,7 +93,8 @@ def test_plan_happy_path(case: Case, keys_dir: Path) -> None:
         (plan_dir / "manifest.parquet").read_bytes()).hexdigest()
     # The author's signature verifies with plain OpenSSH, bound to this plan id.
     author = json.loads((plan_dir / "signatures" / "author.json").read_bytes())
-    assert author["plan_id"] == out["plan_id"] and author["role"] == "author"
+    assert author["plan_id"] == out["plan_id"]
+    assert author["role"] == "author"
     allowed = case.tmp / "allowed_signers"
     pub = Path(str(case.key) + ".pub").read_text().strip()
     allowed.write_text(f'alice namespaces="cleanup-plan" {pub}\n')
@@ -265,7 +266,8 @@ def test_show_json_and_text(case: Case) -> None:
     assert sum(t["objects"] for t in s["top_tenants"]) == 5
     assert s["top_prefixes"][0]["prefix"].endswith("/t/")
     text = run_cli(["show", str(case.tmp / "plan")])
-    assert "I1 strict-cutoff" in text.out and "stage" in text.out
+    assert "I1 strict-cutoff" in text.out
+    assert "stage" in text.out
     # Tampering with the manifest shows.
     (case.tmp / "plan" / "manifest.parquet").write_bytes(b"tampered")
     r = run_cli(["show", str(case.tmp / "plan"), "--json"])
@@ -283,7 +285,8 @@ def test_cli_help_imports_no_heavy_library() -> None:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stdout.strip() == ""
     r = run_cli(["--help"])
-    assert r.code == 0 and "Exit codes" in r.out
+    assert r.code == 0
+    assert "Exit codes" in r.out
 
 
 @pytest.mark.parametrize("command", ["inventory", "snapshot", "plan", "show"])
