@@ -378,6 +378,127 @@ def witness(plan_dir: str, stage: int, signer: str, key: str, endpoint_url: str 
         say(f"witnessed stage {stage} of plan {plan_id} as {signer} -> {path}")
 
 
+@cli.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--stage", required=True, type=click.IntRange(0), help="The stage to execute.")
+@click.option("--allowed-signers", "allowed", required=True, type=click.Path(dir_okay=False),
+              help="OpenSSH allowed_signers file naming the principals.")
+@click.option("--reconcile-with", "reconcile_with", required=True, metavar="SOURCE",
+              help="Live metadata, read now (taken after the plan's snapshot): a database "
+                   "source as for `cleanup snapshot` with --reconcile-query, or a snapshot "
+                   "Parquet made after the plan's.")
+@click.option("--reconcile-query", help="SQL for a database --reconcile-with source.")
+@click.option("--executor", required=True, help="Your principal name (as in allowed_signers).")
+@click.option("--key", required=True, type=click.Path(dir_okay=False),
+              help="Your SSH key; the executor signs the stage start.")
+@click.option("--dry-run", is_flag=True,
+              help="Reconcile and re-check every batch and report; remove nothing.")
+@click.option("--break-lock", is_flag=True,
+              help="Take over an EXPIRED store lock (audited). A live lock is never broken.")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint.")
+@click.option("--region", help="Local stores: the region the plan was bound to [local].")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 1000),
+              help="Keys per batch (S3 DeleteObjects takes at most 1000).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def execute(plan_dir: str, stage: int, allowed: str, reconcile_with: str,
+            reconcile_query: str | None, executor: str, key: str, dry_run: bool,
+            break_lock: bool, endpoint_url: str | None, region: str | None, batch_size: int,
+            as_json: bool) -> None:
+    """Execute one stage of a verified, witnessed plan.
+
+    Checks I6-I8 (exit 3/4), the stage order and hold (I10), the store's region
+    (I13) and takes the store lock (I12, exit 6). Each batch is reconciled
+    against live metadata (a referenced key halts everything, exit 5),
+    re-checked against the store (changed or missing objects are skipped) and
+    moved to _cleanup/quarantine/<plan-id>/ (or deleted if the plan says
+    quarantine = none). Interrupted? Run the same command again: it resumes.
+    """
+    from cleanup.executor import ExecuteOptions
+    from cleanup.executor import execute as do_execute
+
+    with progress_bar("removing" if not dry_run else "checking") as progress:
+        res = do_execute(ExecuteOptions(
+            plan_dir=plan_dir, stage=stage, allowed_signers=allowed,
+            reconcile_with=reconcile_with, reconcile_query=reconcile_query, executor=executor,
+            key=key, dry_run=dry_run, endpoint_url=endpoint_url, region=region,
+            break_lock=break_lock, batch_size=batch_size, progress=progress))
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        from cleanup.show import human_bytes
+
+        verb = "would remove" if dry_run else "removed"
+        say(f"stage {stage}: {verb} {res.moved} objects ({human_bytes(res.moved_bytes)}) in "
+            f"{res.batches} batches; skipped {res.skipped or 'none'}"
+            + (f"; resumed {res.resumed_batches} finished batches" if res.resumed_batches
+               else ""))
+
+
+@cli.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(plan_dir: str, as_json: bool) -> None:
+    """Per-stage progress of a plan's execution, from its journal."""
+    from cleanup.journal import stage_state
+    from cleanup.show import human_bytes, load_plan
+
+    plan, plan_id = load_plan(plan_dir)
+    rows = []
+    for s in plan.get("stages", []):
+        st = stage_state(plan_dir, int(s["stage"])).to_json()
+        st["planned_objects"], st["planned_bytes"] = s["objects"], s["bytes"]
+        rows.append(st)
+    if as_json:
+        emit_json({"plan_id": plan_id, "stages": rows})
+        return
+    say(f"plan {plan_id}")
+    for r in rows:
+        skipped = ", ".join(f"{k} {v}" for k, v in r["skipped"].items()) or "none"
+        say(f"  stage {r['stage']}: {r['state']:11} removed {r['moved']}/{r['planned_objects']}"
+            f" ({human_bytes(r['moved_bytes'])}), skipped {skipped}"
+            + (f", finished {r['finished_at']}" if r["finished_at"] else ""))
+
+
+@cli.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--stage", type=click.IntRange(0), help="Only this stage.")
+@click.option("--key", "key", help="Only this key.")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint.")
+@click.option("--region", help="Local stores: the region the plan was bound to [local].")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+def restore(plan_dir: str, stage: int | None, key: str | None, endpoint_url: str | None,
+            region: str | None, as_json: bool) -> None:
+    """Bring quarantined objects back to their keys. An object written at the key since
+    is never overwritten (counted as 'exists')."""
+    from cleanup.executor import restore as do_restore
+
+    counts = do_restore(plan_dir, stage=stage, key=key, endpoint_url=endpoint_url,
+                        region=region)
+    if as_json:
+        emit_json(counts)
+    else:
+        say(", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to restore")
+
+
+@cli.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--stage", required=True, type=click.IntRange(0), help="The stage to purge.")
+@click.option("--allowed-signers", "allowed", required=True, type=click.Path(dir_okay=False),
+              help="OpenSSH allowed_signers file naming the principals.")
+@click.option("--executor", required=True, help="Your principal name.")
+@click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint.")
+@click.option("--region", help="Local stores: the region the plan was bound to [local].")
+def purge(plan_dir: str, stage: int, allowed: str, executor: str, endpoint_url: str | None,
+          region: str | None) -> None:
+    """Permanently remove a completed stage's quarantine after its retention (I11).
+    Needs the same sign-off as execution: verified plan and a fresh witness."""
+    from cleanup.executor import purge as do_purge
+
+    n = do_purge(plan_dir, stage=stage, allowed_signers=allowed, executor=executor,
+                 endpoint_url=endpoint_url, region=region)
+    say(f"purged {n} quarantined objects of stage {stage}")
+
+
 @cli.group()
 def audit() -> None:
     """The store's hash-chained audit log (I14) under _cleanup/audit/."""
@@ -415,8 +536,8 @@ def audit_verify(store: str, endpoint_url: str | None, region: str | None,
 def demo(directory: str, as_json: bool) -> None:
     """Build a local demo store (tenants, a DuckDB metadata database, SSH keys for
     two principals and an allowed_signers file) in DIRECTORY [default ./cleanup-demo]
-    and run the guarded flow on it: inventory, snapshot, plan, show.
-    No service is needed."""
+    and run the guarded flow on it: inventory, snapshot, plan, approve, verify,
+    witness, execute stage 0 (into quarantine), show, status. No service is needed."""
     from pathlib import Path
 
     from cleanup.demo import run
@@ -426,10 +547,15 @@ def demo(directory: str, as_json: bool) -> None:
     if as_json:
         emit_json(out)
         return
-    say(f"5. cleanup show {out['plan']}")
+    say(f"9. cleanup show {out['plan']}")
     render(summarize(out["plan"]))
-    say("Next: a second engineer reviews and approves the plan; execution follows in "
-        "phased, reconciled, quarantined stages.")
+    say(f"10. cleanup status {out['plan']}")
+    from cleanup.journal import stage_state
+
+    for s in summarize(out["plan"])["plan"]["stages"]:
+        st = stage_state(out["plan"], int(s["stage"]))
+        say(f"   stage {st.stage}: {st.state}, removed {st.moved}/{s['objects']}")
+    say(f"Undo with: cleanup restore {out['plan']} --stage 0")
 
 
 def main(argv: list[str] | None = None) -> None:

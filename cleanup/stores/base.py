@@ -9,12 +9,12 @@ Keys are store-relative; the reserved ``_cleanup/`` prefix is never listed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from cleanup.core.paths import StoreRef
+from cleanup.core.paths import RESERVED_PREFIX, StoreRef
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,41 @@ class Store(Protocol):
     def list_keys(self, prefix: str) -> list[str]:
         """Keys under ``prefix`` (store-relative, reserved prefix included), sorted."""
         ...
+
+    def put(self, key: str, data: bytes) -> None:
+        """Create or replace ``key``."""
+        ...
+
+    def delete_key(self, key: str) -> None:
+        """Remove ``key`` if present (reserved-prefix bookkeeping only)."""
+        ...
+
+    def current(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
+        """The current state of each existing key in ``keys`` (absent keys are left out)."""
+        ...
+
+    def quarantine(self, plan_id: str, objs: Sequence[ObjectInfo]) -> dict[str, str | None]:
+        """Move each object to ``_cleanup/quarantine/<plan_id>/<key>`` in this store.
+
+        Returns key -> None on success or an error/skip reason. An object whose
+        content no longer matches ``etag`` is not removed (reason ``changed``).
+        """
+        ...
+
+    def delete(self, objs: Sequence[ObjectInfo]) -> dict[str, str | None]:
+        """Remove for good (quarantine = none). Same contract as :meth:`quarantine`."""
+        ...
+
+    def restore(self, plan_id: str, key: str) -> str:
+        """Move a quarantined object back. Returns ``restored``, ``exists`` (a new object
+        was written at the key: nothing is overwritten) or ``not-quarantined``."""
+        ...
+
+    def purge(self, plan_id: str, keys: Sequence[str]) -> int:
+        """Remove the quarantined copies of ``keys`` for good; return how many were removed."""
+        ...
+
+
+def quarantine_key(plan_id: str, key: str) -> str:
+    """Where ``key`` goes in quarantine: inside the same store, so the same region (I13)."""
+    return f"{RESERVED_PREFIX}quarantine/{plan_id}/{key}"

@@ -16,14 +16,15 @@ content is rewritten or replaced, which is what the executor's re-check needs.
 from __future__ import annotations
 
 import os
+import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cleanup.core.paths import RESERVED_PREFIX, StoreRef
 from cleanup.errors import UsageError
-from cleanup.stores.base import ClockProbe, ObjectInfo
+from cleanup.stores.base import ClockProbe, ObjectInfo, quarantine_key
 
 _US = timedelta(microseconds=1)
 
@@ -128,3 +129,95 @@ class LocalStore:
         root = self.root.resolve()
         out = [str(p.relative_to(root)) for p in d.rglob("*") if p.is_file()]
         return sorted(k for k in out if k.startswith(prefix))
+
+    def put(self, key: str, data: bytes) -> None:
+        p = self._path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + f".tmp-{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
+
+    def delete_key(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def _info(self, key: str) -> ObjectInfo | None:
+        try:
+            st = os.lstat(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return ObjectInfo(key=key, size=st.st_size, last_modified=_time_of(st, self.trust_mtime),
+                          etag=f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}")
+
+    def current(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
+        out = {}
+        for k in keys:
+            info = self._info(k)
+            if info is not None:
+                out[k] = info
+        return out
+
+    def quarantine(self, plan_id: str, objs: Sequence[ObjectInfo]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for o in objs:
+            src, dst = self._path(o.key), self._path(quarantine_key(plan_id, o.key))
+            cur = self._info(o.key)
+            if cur is None:
+                out[o.key] = "missing"
+                continue
+            if cur.etag != o.etag or cur.size != o.size:
+                out[o.key] = "changed"
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(src, dst)  # atomic; inode and mtime move with it
+            except FileNotFoundError:
+                out[o.key] = "missing"
+                continue
+            moved = self._info(quarantine_key(plan_id, o.key))
+            if moved is None or moved.etag != o.etag:
+                # Rewritten between our check and the rename: put it back untouched.
+                try:
+                    os.link(dst, src)
+                    os.unlink(dst)
+                except FileExistsError:
+                    pass  # a newer object is at the key again; the old one stays quarantined
+                out[o.key] = "changed"
+                continue
+            out[o.key] = None
+        return out
+
+    def delete(self, objs: Sequence[ObjectInfo]) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for o in objs:
+            cur = self._info(o.key)
+            if cur is None:
+                out[o.key] = "missing"
+            elif cur.etag != o.etag or cur.size != o.size:
+                out[o.key] = "changed"
+            else:
+                self._path(o.key).unlink(missing_ok=True)
+                out[o.key] = None
+        return out
+
+    def restore(self, plan_id: str, key: str) -> str:
+        q, dst = self._path(quarantine_key(plan_id, key)), self._path(key)
+        if not q.exists():
+            return "not-quarantined"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(q, dst)  # fails if something was written at the key: never overwrite
+        except FileExistsError:
+            return "exists"
+        os.unlink(q)
+        return "restored"
+
+    def purge(self, plan_id: str, keys: Sequence[str]) -> int:
+        n = 0
+        for k in keys:
+            q = self._path(quarantine_key(plan_id, k))
+            if q.exists():
+                q.unlink()
+                n += 1
+        return n

@@ -6,14 +6,16 @@ seconds: precision 1 s (I2). ETags are stored without their quotes.
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from cleanup.core.paths import RESERVED_PREFIX, StoreRef
 from cleanup.errors import StoreError, UsageError
-from cleanup.stores.base import ClockProbe, ObjectInfo
+from cleanup.stores.base import ClockProbe, ObjectInfo, quarantine_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -154,3 +156,165 @@ class S3Store:
         loc = self._call("GetBucketLocation", self.client.get_bucket_location,
                          Bucket=self.ref.bucket)
         return str(loc.get("LocationConstraint") or "us-east-1")
+
+    # --- execution -------------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        return self.ref.prefix + key
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call("PutObject", self.client.put_object, Bucket=self.ref.bucket,
+                   Key=self._full(key), Body=data)
+
+    def delete_key(self, key: str) -> None:
+        self._call("DeleteObject", self.client.delete_object, Bucket=self.ref.bucket,
+                   Key=self._full(key))
+
+    def _head(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            h = self.client.head_object(Bucket=self.ref.bucket, Key=self._full(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StoreError(f"{self.ref.url}: HeadObject {key} failed "
+                             f"({s3_error_message(exc)})") from None
+        return ObjectInfo(key=key, size=int(h["ContentLength"]),
+                          last_modified=h["LastModified"].astimezone(UTC),
+                          etag=strip_etag(h.get("ETag")), version_id=h.get("VersionId"))
+
+    def current(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
+        """List the batch's key range (a page per 1000 keys) instead of a HEAD per key;
+        fall back to HEAD when the range holds many objects outside the batch."""
+        if not keys:
+            return {}
+        ordered = sorted(keys)
+        want = set(ordered)
+        found: dict[str, ObjectInfo] = {}
+        lcp = os.path.commonprefix(ordered)
+        kwargs: dict[str, Any] = {"Bucket": self.ref.bucket, "Prefix": self._full(lcp),
+                                  "MaxKeys": 1000}
+        if len(ordered[0]) > len(lcp):
+            kwargs["StartAfter"] = self._full(ordered[0][:-1])
+        scanned, budget, last_seen = 0, 3 * len(ordered) + 2000, ""
+        plen = len(self.ref.prefix)
+        while True:
+            page = self._call("ListObjectsV2", self.client.list_objects_v2, **kwargs)
+            contents = page.get("Contents", [])
+            for obj in contents:
+                k = obj["Key"][plen:]
+                last_seen = k
+                if k in want:
+                    found[k] = ObjectInfo(key=k, size=int(obj["Size"]),
+                                          last_modified=obj["LastModified"].astimezone(UTC),
+                                          etag=strip_etag(obj.get("ETag")))
+            scanned += len(contents)
+            if not page.get("IsTruncated") or last_seen >= ordered[-1]:
+                return found
+            if scanned > budget:
+                break
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        for k in ordered:
+            if k > last_seen:
+                info = self._head(k)
+                if info is not None:
+                    found[k] = info
+        return found
+
+    def _delete_batch(self, entries: Sequence[tuple[str, str | None]]) -> dict[str, str | None]:
+        """DeleteObjects (<= 1000 keys), reading per-key Errors inside the 200 response and
+        retrying SlowDown/InternalError keys with exponential backoff."""
+        out: dict[str, str | None] = {}
+        pending = list(entries)
+        for attempt in range(8):
+            if not pending:
+                break
+            objects: list[Any] = []
+            for key, etag in pending:
+                ident: dict[str, str] = {"Key": self._full(key)}
+                if etag:
+                    ident["ETag"] = f'"{etag}"'  # conditional delete where the server supports it
+                objects.append(ident)
+            resp = self._call("DeleteObjects", self.client.delete_objects,
+                              Bucket=self.ref.bucket, Delete={"Objects": objects, "Quiet": True})
+            retry: list[tuple[str, str | None]] = []
+            errors = {e.get("Key", "")[len(self.ref.prefix):]: e for e in resp.get("Errors", [])}
+            for key, etag in pending:
+                err = errors.get(key)
+                if err is None:
+                    out[key] = None
+                elif err.get("Code") in ("SlowDown", "InternalError", "ServiceUnavailable"):
+                    retry.append((key, etag))
+                elif err.get("Code") in ("PreconditionFailed",):
+                    out[key] = "changed"
+                else:
+                    out[key] = f"{err.get('Code')}: {err.get('Message', '')}"
+            pending = retry
+            if pending:
+                time.sleep(min(0.05 * 2**attempt, 5.0))
+        for key, _etag in pending:
+            out[key] = "SlowDown: gave up after retries"
+        return out
+
+    def quarantine(self, plan_id: str, objs: Sequence[ObjectInfo]) -> dict[str, str | None]:
+        """Copy mode: CopyObject (only if the source still has the planned ETag), then
+        DeleteObjects of the copied keys. A crash between the two leaves both copies;
+        the resumed batch copies again (idempotent) and deletes."""
+        from botocore.exceptions import ClientError
+
+        out: dict[str, str | None] = {}
+        copied: list[tuple[str, str | None]] = []
+        for o in objs:
+            try:
+                self.client.copy_object(
+                    Bucket=self.ref.bucket, Key=self._full(quarantine_key(plan_id, o.key)),
+                    CopySource={"Bucket": self.ref.bucket, "Key": self._full(o.key)},
+                    CopySourceIfMatch=f'"{o.etag}"' if o.etag else "*",
+                    MetadataDirective="COPY")
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in ("PreconditionFailed", "412"):
+                    out[o.key] = "changed"
+                elif code in ("NoSuchKey", "404"):
+                    out[o.key] = "missing"
+                else:
+                    out[o.key] = f"copy failed: {s3_error_message(exc)}"
+                continue
+            copied.append((o.key, o.etag))
+        out.update(self._delete_batch(copied))
+        return out
+
+    def delete(self, objs: Sequence[ObjectInfo]) -> dict[str, str | None]:
+        return self._delete_batch([(o.key, o.etag) for o in objs])
+
+    def restore(self, plan_id: str, key: str) -> str:
+        from botocore.exceptions import ClientError
+
+        q = quarantine_key(plan_id, key)
+        if self._head(q) is None:
+            return "not-quarantined"
+        if self._head(key) is not None:
+            return "exists"
+        try:
+            # IfNoneMatch: where the server supports it, the copy cannot overwrite an
+            # object written since our HEAD.
+            self.client.copy_object(Bucket=self.ref.bucket, Key=self._full(key),
+                                    CopySource={"Bucket": self.ref.bucket, "Key": self._full(q)},
+                                    MetadataDirective="COPY", IfNoneMatch="*")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412"):
+                return "exists"
+            raise StoreError(f"{self.ref.url}: restore {key} failed "
+                             f"({s3_error_message(exc)})") from None
+        self.delete_key(q)
+        return "restored"
+
+    def purge(self, plan_id: str, keys: Sequence[str]) -> int:
+        n = 0
+        for i in range(0, len(keys), 1000):
+            chunk = [(quarantine_key(plan_id, k), None) for k in keys[i:i + 1000]]
+            res = self._delete_batch(chunk)
+            n += sum(1 for v in res.values() if v is None)
+        return n

@@ -1,0 +1,358 @@
+"""``cleanup execute``: remove one stage of a verified, witnessed plan (I6-I13).
+
+Before anything: verify (I6, I7), presence (I8), the stage gate (I10), the
+store's region (I13) and the store lock (I12). Then the stage's manifest is
+streamed in batches; each batch is (a) reconciled against live metadata (I9:
+any referenced key halts everything before the batch is touched, exit 5),
+(b) re-checked against the store's current size and etag (a changed or
+missing object is skipped and reported, never removed), (c) moved to
+quarantine in the same store (I11) or, only when the plan says
+``quarantine = none``, deleted. Every step is journaled and idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from cleanup import audit
+from cleanup.core.paths import parse_store, sql_literal
+from cleanup.core.policy import Policy
+from cleanup.core.timeutil import format_duration, format_time, parse_time
+from cleanup.errors import InvariantViolation, ReconciliationHalt, SignoffError, UsageError
+from cleanup.journal import Journal, journal_path, stage_state
+from cleanup.stores.base import ObjectInfo, quarantine_key
+
+if TYPE_CHECKING:
+    from cleanup.stores.base import Store
+
+I10 = "I10 phased"
+I11 = "I11 recoverable"
+I13 = "I13 residency"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ExecuteOptions:
+    plan_dir: str
+    stage: int
+    allowed_signers: str
+    reconcile_with: str
+    executor: str
+    key: str
+    reconcile_query: str | None = None
+    dry_run: bool = False
+    endpoint_url: str | None = None
+    region: str | None = None
+    break_lock: bool = False
+    batch_size: int = 1000
+    reconcile_max_age: timedelta = timedelta(minutes=5)
+    progress: Progress | None = None
+
+
+@dataclass
+class ExecuteResult:
+    plan_id: str
+    stage: int
+    dry_run: bool
+    batches: int = 0
+    moved: int = 0
+    moved_bytes: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    resumed_batches: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plan_id": self.plan_id, "stage": self.stage, "dry_run": self.dry_run,
+                "batches": self.batches, "removed": self.moved, "removed_bytes": self.moved_bytes,
+                "skipped": self.skipped, "resumed_batches": self.resumed_batches}
+
+
+def open_plan_store(plan: dict[str, Any], endpoint_url: str | None,
+                    region: str | None) -> Store:
+    """Open the plan's store and refuse one whose region differs from the plan's (I13)."""
+    from cleanup.stores import open_store
+
+    ref = parse_store(str(plan["store"]))
+    store = open_store(ref, endpoint_url=endpoint_url,
+                       region=region if ref.kind == "local" else (region or plan.get("region")))
+    actual = store.region()
+    if actual != plan.get("region"):
+        raise InvariantViolation(I13, f"store {ref.url} is in region {actual}, the plan is bound "
+                                      f"to {plan.get('region')}",
+                                 hint="execute in the plan's region; plans, quarantine and "
+                                      "copies never leave it")
+    return store
+
+
+def stage_gate(plan_dir: str, plan: dict[str, Any], stage: int, now: datetime) -> None:
+    """I10 (the part that needs no health gate yet): stages run in order, after the hold."""
+    stages = [int(s["stage"]) for s in plan.get("stages", [])]
+    if stage not in stages:
+        raise UsageError(f"plan has no stage {stage} (stages: {stages})")
+    if stage == 0:
+        return
+    prev = stage_state(plan_dir, stage - 1)
+    if prev.state != "complete":
+        raise InvariantViolation(I10, f"stage {stage - 1} is {prev.state}; stage {stage} starts "
+                                      f"only after it completed without flags",
+                                 hint=f"run stage {stage - 1} first")
+    hold = _parse_hold(plan)  # checked against policy min_hold when the plan was made
+    finished = parse_time(str(prev.finished_at))
+    if now < finished + hold:
+        raise InvariantViolation(I10, f"stage {stage - 1} finished at {format_time(finished)}; "
+                                      f"its hold of {format_duration(hold)} ends at "
+                                      f"{format_time(finished + hold)}",
+                                 hint="wait for the hold to end")
+
+
+def _parse_hold(plan: dict[str, Any]) -> timedelta:
+    from cleanup.core.timeutil import parse_duration
+
+    return parse_duration(str(plan.get("hold", "24h")))
+
+
+def iter_stage(plan_dir: str, stage: int, batch_size: int) -> Iterator[list[ObjectInfo]]:
+    """The stage's manifest rows in key order, ``batch_size`` at a time."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        reader = con.sql(
+            "SELECT key, size, epoch_us(last_modified) AS lm, etag FROM "
+            f"read_parquet({sql_literal(os.path.join(plan_dir, 'manifest.parquet'))}) "
+            f"WHERE stage = {int(stage)} ORDER BY key").to_arrow_reader(batch_size)
+        batch: list[ObjectInfo] = []
+        for rb in reader:
+            for key, size, lm, etag in zip(*(rb.column(i).to_pylist() for i in range(4)),
+                                           strict=True):
+                batch.append(ObjectInfo(key, int(size), _EPOCH + timedelta(microseconds=lm),
+                                        etag))
+                if len(batch) == batch_size:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+    finally:
+        con.close()
+
+
+def _digest(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
+
+
+def _sign_executor(opts: ExecuteOptions, plan_id: str, now: datetime) -> None:
+    """The executor proves who it is: a signature checked against allowed_signers now."""
+    from cleanup.core.canonical import canonical_json
+    from cleanup.signing import NS_WITNESS, sign_file
+    from cleanup.signoff import ssh_verify
+
+    doc = {"plan_id": plan_id, "stage": opts.stage, "signer": opts.executor,
+           "signed_at": format_time(now), "role": "executor"}
+    path = os.path.join(opts.plan_dir, "journal", f"stage-{opts.stage}.executor."
+                                                  f"{opts.executor}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(canonical_json(doc))
+    sig = sign_file(path, opts.key, NS_WITNESS)
+    state, _fpr, detail = ssh_verify(path, sig, opts.allowed_signers, opts.executor, NS_WITNESS,
+                                     now)
+    if state != "valid":
+        raise SignoffError(f"executor {opts.executor}: {state} ({detail})",
+                           hint="the executor must be a principal in allowed_signers with "
+                                "namespace cleanup-witness")
+
+
+def execute(opts: ExecuteOptions) -> ExecuteResult:
+    from cleanup.core.signoff import I8
+    from cleanup.lock import Lock
+    from cleanup.reconcile import Reconciler
+    from cleanup.signoff import check_presence, require_verified
+
+    now = datetime.now(UTC)
+    rep = require_verified(opts.plan_dir, opts.allowed_signers, now)  # I6 -> 3, I7 -> 4
+    plan, plan_id = rep.plan, rep.plan_id
+    if not opts.dry_run:
+        presence, _w = check_presence(opts.plan_dir, opts.stage, opts.executor,
+                                      opts.allowed_signers, now)
+        if not presence.ok:
+            raise SignoffError(f"{I8}: {presence.detail}", hint=presence.hint)
+        _sign_executor(opts, plan_id, now)
+    stage_gate(opts.plan_dir, plan, opts.stage, now)
+    store = open_plan_store(plan, opts.endpoint_url, opts.region)
+    audit.require_intact(store)  # a tampered audit log stops all cleanup (I14)
+    mode = str(plan.get("quarantine", "copy"))
+    if mode == "versioning":
+        raise UsageError("quarantine mode 'versioning' is not implemented yet",
+                         hint="re-plan with --quarantine copy")
+    state = stage_state(opts.plan_dir, opts.stage)
+    if state.state == "halted" and not opts.dry_run:
+        raise InvariantViolation("I9 reconcile", f"stage {opts.stage} was halted by "
+                                                 "reconciliation; it stays halted",
+                                 hint="make a new plan from fresh inputs")
+    if state.state == "complete" and not opts.dry_run:
+        raise UsageError(f"stage {opts.stage} is already complete")
+    plan_taken = parse_time(plan["inputs"]["snapshot"]["taken_at"]["time"])
+    rec = Reconciler(opts.reconcile_with, parse_store(str(plan["store"])), plan_taken,
+                     query=opts.reconcile_query, max_age=opts.reconcile_max_age)
+    lock = None
+    try:
+        if not opts.dry_run:
+            lock, broken = Lock.acquire(
+                store, executor=opts.executor, plan_id=plan_id, break_lock=opts.break_lock,
+                unsafe_store=bool(plan.get("unsafe_store_without_conditional_writes")))
+            if broken is not None:
+                audit.append(store, "lock-broken", plan_id=plan_id, principal=opts.executor,
+                             details={"previous": broken})
+            audit.append(store, "stage-start", plan_id=plan_id, principal=opts.executor,
+                         details={"stage": opts.stage, "resume": state.batches_done > 0})
+        journal = Journal(journal_path(opts.plan_dir, opts.stage, opts.dry_run))
+        if opts.dry_run and os.path.exists(journal.path):
+            os.unlink(journal.path)
+        journal.write("stage-start", executor=opts.executor, plan_id=plan_id,
+                      batch_size=opts.batch_size, dry_run=opts.dry_run)
+        result = _run_batches(opts, plan_id, mode, store, rec, journal, state.done_batches, lock)
+        journal.write("stage-complete", moved=result.moved, skipped=result.skipped)
+        if not opts.dry_run:
+            audit.append(store, "stage-end", plan_id=plan_id, principal=opts.executor,
+                         details=result.to_json())
+    except ReconciliationHalt as exc:
+        if not opts.dry_run:
+            audit.append(store, "halt", plan_id=plan_id, principal=opts.executor,
+                         details={"stage": opts.stage, "reason": exc.message[:2000]})
+        raise
+    else:
+        return result
+    finally:
+        rec.close()
+        if lock is not None:
+            lock.release()
+
+
+def _run_batches(opts: ExecuteOptions, plan_id: str, mode: str, store: Store, rec: Any,
+                 journal: Journal, done: dict[int, dict[str, Any]], lock: Any) -> ExecuteResult:
+    res = ExecuteResult(plan_id, opts.stage, opts.dry_run)
+    totals: Counter[str] = Counter()
+    for b, batch in enumerate(iter_stage(opts.plan_dir, opts.stage, opts.batch_size)):
+        keys = [o.key for o in batch]
+        digest = _digest(keys)
+        res.batches += 1
+        if b in done and not opts.dry_run:
+            if done[b].get("digest") != digest:
+                raise UsageError(f"journal batch {b} does not match the manifest "
+                                 "(batch size changed?)", hint="resume with the same settings")
+            res.moved += int(done[b].get("moved", 0))
+            res.moved_bytes += int(done[b].get("moved_bytes", 0))
+            totals.update({k: int(v) for k, v in done[b].get("skipped", {}).items()})
+            res.resumed_batches += 1
+            continue
+        journal.write("batch-start", batch=b, digest=digest, keys=len(keys))
+        hits = rec.referenced(keys)
+        if hits:
+            journal.write("halt", batch=b, referenced=hits[:1000], count=len(hits))
+            raise ReconciliationHalt(
+                f"I9 reconcile: {len(hits)} key(s) of stage {opts.stage} batch {b} are "
+                f"referenced by live metadata, e.g. {hits[0]!r}; nothing in this batch was "
+                "touched and the stage is halted",
+                hint="investigate, then make a new plan from fresh inputs")
+        journal.write("batch-reconciled", batch=b)
+        cur = store.current(keys)
+        missing = [o for o in batch if o.key not in cur]
+        already: set[str] = set()
+        if missing and mode == "copy":
+            q = store.current([quarantine_key(plan_id, o.key) for o in missing])
+            already = {o.key for o in missing
+                       if (qi := q.get(quarantine_key(plan_id, o.key))) and qi.size == o.size}
+        skipped: Counter[str] = Counter()
+        to_remove = []
+        for o in batch:
+            c = cur.get(o.key)
+            if c is None:
+                if o.key not in already:
+                    skipped["missing"] += 1
+            elif c.size != o.size or (c.etag != o.etag and o.etag is not None):
+                skipped["changed"] += 1
+            else:
+                to_remove.append(o)
+        journal.write("batch-checked", batch=b, remove=len(to_remove), already=len(already))
+        if opts.dry_run:
+            outcome: dict[str, str | None] = {o.key: None for o in to_remove}
+        elif mode == "none":
+            outcome = store.delete(to_remove)
+        else:
+            outcome = store.quarantine(plan_id, to_remove)
+        sizes = {o.key: o.size for o in batch}
+        moved = [k for k, err in outcome.items() if err is None] + sorted(already)
+        for err in outcome.values():
+            if err is not None:
+                skipped[err if err in ("changed", "missing") else "error"] += 1
+        moved_bytes = sum(sizes[k] for k in moved)
+        journal.write("batch-done", batch=b, digest=digest, moved=len(moved),
+                      moved_bytes=moved_bytes, skipped=dict(skipped),
+                      errors={k: e for k, e in outcome.items()
+                              if e not in (None, "changed", "missing")})
+        res.moved += len(moved)
+        res.moved_bytes += moved_bytes
+        totals.update(skipped)
+        if lock is not None:
+            lock.refresh()
+        if opts.progress:
+            opts.progress(res.moved, res.moved_bytes)
+    res.skipped = dict(totals)
+    return res
+
+
+def restore(plan_dir: str, *, stage: int | None = None, key: str | None = None,
+            endpoint_url: str | None = None, region: str | None = None) -> dict[str, int]:
+    """Bring quarantined objects back; never overwrite an object written since."""
+    from cleanup.show import load_plan
+
+    plan, plan_id = load_plan(plan_dir)
+    store = open_plan_store(plan, endpoint_url, region)
+    counts: Counter[str] = Counter()
+    stages = [stage] if stage is not None else [int(s["stage"]) for s in plan["stages"]]
+    for st in stages:
+        for batch in iter_stage(plan_dir, st, 1000):
+            for o in batch:
+                if key is None or o.key == key:
+                    counts[store.restore(plan_id, o.key)] += 1
+    audit.append(store, "restore", plan_id=plan_id,
+                 details={"stage": stage, "key": key, "counts": dict(counts)})
+    return dict(counts)
+
+
+def purge(plan_dir: str, *, stage: int, allowed_signers: str, executor: str,
+          endpoint_url: str | None = None, region: str | None = None,
+          now: datetime | None = None) -> int:
+    """Remove a finished stage's quarantine for good, after its retention (I11)."""
+    from cleanup.core.signoff import I8
+    from cleanup.signoff import check_presence, require_verified
+
+    now = now or datetime.now(UTC)
+    rep = require_verified(plan_dir, allowed_signers, now)
+    presence, _w = check_presence(plan_dir, stage, executor, allowed_signers, now)
+    if not presence.ok:
+        raise SignoffError(f"{I8}: {presence.detail}", hint=presence.hint)
+    st = stage_state(plan_dir, stage)
+    retention = Policy.from_json(rep.plan.get("policy", {})).retention
+    if st.state != "complete" or st.finished_at is None:
+        raise InvariantViolation(I11, f"stage {stage} is {st.state}; only a completed stage's "
+                                      "quarantine can be purged")
+    finished = parse_time(st.finished_at)
+    if now < finished + retention:
+        raise InvariantViolation(I11, f"stage {stage} finished at {format_time(finished)}; its "
+                                      f"retention of {format_duration(retention)} ends at "
+                                      f"{format_time(finished + retention)}",
+                                 hint="quarantine is purged only after the retention")
+    store = open_plan_store(rep.plan, endpoint_url, region)
+    keys = [o.key for batch in iter_stage(plan_dir, stage, 1000) for o in batch]
+    n = store.purge(rep.plan_id, keys)
+    Journal(journal_path(plan_dir, stage)).write("purged", removed=n)
+    audit.append(store, "purge", plan_id=rep.plan_id, principal=executor,
+                 details={"stage": stage, "removed": n})
+    return n
