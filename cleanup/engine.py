@@ -101,8 +101,7 @@ class Engine:
     def compute(self) -> EngineResult:
         """One pass over the snapshot, one join against the inventory.
 
-        The snapshot is normalized and grouped once (``refs``: distinct in-scope
-        keys, plus one NULL group counting out-of-scope references). A single
+        The snapshot is normalized on the fly (``refs``). A single
         FULL OUTER JOIN yields both sides' unmatched rows: listed keys no
         reference names (candidates, if old enough) and referenced keys not
         listed (I4). The join carries only key, row number and last_modified;
@@ -118,15 +117,17 @@ class Engine:
         latest_ok = sql_literal((inp.cutoff - inp.precision).strftime("%Y-%m-%d %H:%M:%S.%f+00"))
         res = EngineResult()
         try:
+            # A view, not a table: the snapshot is already distinct and sorted, and
+            # grouping 100M normalized keys does not fit a 1GB memory limit. Two
+            # references normalizing to one key (s3:// and s3a://) only repeat a
+            # missing reference, which is counted DISTINCT below.
             self.con.execute(
-                f"CREATE TEMP TABLE refs AS SELECT {normalize_ref_sql('key', inp.store)} AS key, "
-                f"count(*) AS n FROM {snap} GROUP BY ALL"
+                f"CREATE TEMP VIEW refs AS SELECT {normalize_ref_sql('key', inp.store)} AS key "
+                f"FROM {snap}"
             )
-            total, out_of_scope, in_scope = self._one(
-                "SELECT coalesce(sum(n), 0), coalesce(sum(n) FILTER (WHERE key IS NULL), 0), "
-                "count(key) FROM refs")
-            res.snapshot_rows, res.out_of_scope_refs = int(total), int(out_of_scope)
-            res.in_scope_refs = int(in_scope)
+            total, in_scope = self._one("SELECT count(*), count(key) FROM refs")
+            res.snapshot_rows, res.in_scope_refs = int(total), int(in_scope)
+            res.out_of_scope_refs = int(total) - int(in_scope)
             self.con.execute(
                 f"CREATE TEMP VIEW inv AS SELECT key, size, last_modified, etag, "
                 f"file_row_number AS rn FROM read_parquet({inv_file}, file_row_number = true) "
@@ -149,10 +150,10 @@ class Engine:
                 f"AND i.last_modified <= {latest_ok}::TIMESTAMPTZ"
             )
             (res.missing_refs,) = self._one(
-                "SELECT count(*) FROM unmatched WHERE ikey IS NULL")
+                "SELECT count(DISTINCT rkey) FROM unmatched WHERE ikey IS NULL")
             res.missing_examples = [
                 r[0] for r in self.con.execute(
-                    "SELECT rkey FROM unmatched WHERE ikey IS NULL ORDER BY rkey LIMIT 5"
+                    "SELECT DISTINCT rkey FROM unmatched WHERE ikey IS NULL ORDER BY rkey LIMIT 5"
                 ).fetchall()
             ]
             so, sb, newest = self._one(

@@ -71,6 +71,14 @@ class Lock:
         if not store.put_if_absent(LOCK_KEY, canonical_json(holder)):
             current = read_holder(store)
             expires = _expiry(current)
+            if _holder_is_dead(current):
+                # Our own host, and the holding process is gone (a crash or kill -9):
+                # the lease protects nobody, so resuming may take it over (audited).
+                store.delete_key(LOCK_KEY)
+                if not store.put_if_absent(LOCK_KEY, canonical_json(holder)):
+                    raise LockHeld(f"store {store.ref.url} was locked by another executor "
+                                   "while recovering a dead holder's lock")
+                return cls(store, holder, ttl, now), {**current, "reason": "holder process gone"}
             if expires is not None and expires > now:
                 raise LockHeld(
                     f"store {store.ref.url} is locked by {current.get('executor')} "
@@ -118,6 +126,19 @@ def read_holder(store: Store) -> dict[str, Any]:
     except ValueError:
         return {"executor": "?", "expires_at": None, "raw": data[:200].decode("utf-8", "replace")}
     return doc if isinstance(doc, dict) else {}
+
+
+def _holder_is_dead(holder: dict[str, Any]) -> bool:
+    """True only when the holder ran on this host and its process no longer exists."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by someone else
+    return False
 
 
 def _expiry(holder: dict[str, Any]) -> datetime | None:

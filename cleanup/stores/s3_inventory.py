@@ -379,6 +379,8 @@ def load_manifest(manifest: str, *, s3_client: Any | None = None) -> InventoryRe
         if isinstance(digest, str) and digest:
             md5[loc] = digest.strip().lower()
         size = entry.get("size")
+        if isinstance(size, str) and size.strip().isdigit():
+            size = int(size)
         if isinstance(size, int) and not isinstance(size, bool):
             sizes[loc] = size
     return InventoryReport(manifest=manifest, source_bucket=source, created_at=created,

@@ -1,0 +1,303 @@
+"""`cleanup execute`, `status`, `restore`, `purge` on a local store: the guarded flow,
+its refusals, and crash-safety (SIGKILL at random journal steps, then resume)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cleanup.demo import DemoPaths, build
+from cleanup.errors import SignoffError
+from tests.conftest import Run, assert_one_line_error, run_cli
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    """key -> sha256 of every file under root except _cleanup/."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not rel.startswith("_cleanup/"):
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+class Flow:
+    """A demo store planned, approved by bob and ready to execute as alice."""
+
+    def __init__(self, root: Path, *extra_plan: str) -> None:
+        self.d: DemoPaths = build(root)
+        self.root = root
+        self.plan = root / "plan"
+        inv, snap = root / "inv.parquet", root / "snap.parquet"
+        ok(run_cli(["inventory", str(self.d.store), "-o", str(inv), "--trust-mtime"]))
+        ok(run_cli(["snapshot", str(self.d.metadata), "--query", "SELECT path FROM data_files",
+                    "-o", str(snap)]))
+        ok(run_cli(["plan", "--store", str(self.d.store), "--inventory", str(inv),
+                    "--snapshot", str(snap), "-o", str(self.plan), "--internal",
+                    "internal-analytics", "--author", "alice", "--key", str(self.d.key("alice")),
+                    *extra_plan]))
+        ok(run_cli(["approve", str(self.plan), "--signer", "bob", "--key", str(self.d.key("bob")),
+                    "--yes"]))
+        self.before = _tree_digest(self.d.store)
+        self.plan_json = json.loads((self.plan / "plan.json").read_text())
+        self.plan_id = hashlib.sha256((self.plan / "plan.json").read_bytes()).hexdigest()
+
+    def manifest(self, stage: int) -> list[str]:
+        rows = duckdb.connect().execute(
+            f"SELECT key FROM read_parquet('{self.plan}/manifest.parquet') "
+            f"WHERE stage = {stage} ORDER BY key").fetchall()
+        return [r[0] for r in rows]
+
+    def witness(self, stage: int = 0, signer: str = "bob") -> None:
+        ok(run_cli(["witness", str(self.plan), "--stage", str(stage), "--signer", signer,
+                    "--key", str(self.d.key(signer))]))
+
+    def execute(self, stage: int = 0, *extra: str, executor: str = "alice",
+                env: dict[str, str] | None = None) -> Run:
+        return run_cli(["execute", str(self.plan), "--stage", str(stage), "--allowed-signers",
+                        str(self.d.allowed_signers), "--reconcile-with", str(self.d.metadata),
+                        "--reconcile-query", "SELECT path FROM data_files", "--executor",
+                        executor, "--key", str(self.d.key(executor)), "--json", *extra], env=env)
+
+    def reference(self, key: str) -> None:
+        con = duckdb.connect(str(self.d.metadata))
+        con.execute("INSERT INTO data_files VALUES (?, 'x')", [f"file://{self.d.store}/{key}"])
+        con.close()
+
+
+def ok(r: Run) -> Run:
+    assert r.code == 0, (r.code, r.out, r.err)
+    return r
+
+
+@pytest.fixture
+def flow(tmp_path: Path) -> Flow:
+    return Flow(tmp_path / "demo")
+
+
+def test_execute_stage0_moves_exactly_the_manifest(flow: Flow) -> None:
+    flow.witness()
+    res = json.loads(ok(flow.execute()).out)
+    keys = flow.manifest(0)
+    assert res["removed"] == len(keys) > 0
+    after = _tree_digest(flow.d.store)
+    assert set(flow.before) - set(after) == set(keys)
+    for k in keys:
+        q = flow.d.store / "_cleanup" / "quarantine" / flow.plan_id / k
+        assert hashlib.sha256(q.read_bytes()).hexdigest() == flow.before[k]
+    st = json.loads(ok(run_cli(["status", str(flow.plan), "--json"])).out)
+    assert st["stages"][0]["state"] == "complete"
+    assert st["stages"][0]["moved"] == len(keys)
+    # Running the completed stage again is refused and changes nothing.
+    assert flow.execute().code == 2
+    ok(run_cli(["audit", "verify", str(flow.d.store)]))
+
+
+def test_restore_round_trips_bytes_and_never_overwrites(flow: Flow) -> None:
+    flow.witness()
+    ok(flow.execute())
+    keys = flow.manifest(0)
+    (flow.d.store / keys[0]).write_bytes(b"new object written since")
+    counts = json.loads(ok(run_cli(["restore", str(flow.plan), "--stage", "0", "--json"])).out)
+    assert counts == {"restored": len(keys) - 1, "exists": 1}
+    after = _tree_digest(flow.d.store)
+    for k in keys[1:]:
+        assert after[k] == flow.before[k]
+    assert (flow.d.store / keys[0]).read_bytes() == b"new object written since"
+
+
+def test_reconciliation_halt_leaves_batch_untouched(flow: Flow) -> None:
+    flow.witness()
+    keys = flow.manifest(0)
+    flow.reference(keys[-1])  # a writer committed a reference to a planned key
+    r = flow.execute()
+    assert_one_line_error(r, 5, "I9 reconcile", keys[-1])
+    assert _tree_digest(flow.d.store) == flow.before
+    # The stage stays halted, even once the reference is gone again.
+    st = json.loads(ok(run_cli(["status", str(flow.plan), "--json"])).out)
+    assert st["stages"][0]["state"] == "halted"
+    assert_one_line_error(flow.execute(), 3, "halted")
+
+
+def test_rewritten_object_is_skipped(flow: Flow) -> None:
+    flow.witness()
+    keys = flow.manifest(0)
+    (flow.d.store / keys[0]).write_bytes(b"rewritten after the inventory")
+    res = json.loads(ok(flow.execute()).out)
+    assert res["skipped"] == {"changed": 1}
+    assert res["removed"] == len(keys) - 1
+    assert (flow.d.store / keys[0]).read_bytes() == b"rewritten after the inventory"
+
+
+def test_dry_run_removes_nothing(flow: Flow) -> None:
+    res = json.loads(ok(flow.execute(0, "--dry-run")).out)  # no witness needed to look
+    assert res["dry_run"] is True
+    assert res["removed"] == len(flow.manifest(0))
+    assert _tree_digest(flow.d.store) == flow.before
+
+
+def test_execute_needs_sign_off_and_presence(tmp_path: Path) -> None:
+    f = Flow(tmp_path / "demo")
+    assert_one_line_error(f.execute(), 4, "I8 presence", "cleanup witness")
+    f.witness(signer="alice")  # the executor cannot witness itself
+    assert_one_line_error(f.execute(), 4, "I8 presence", "is-executor")
+    shutil.rmtree(f.plan / "signatures" / "approvals")
+    f.witness()
+    assert_one_line_error(f.execute(), 4, "I7 two-person")
+    assert _tree_digest(f.d.store) == f.before
+
+
+def test_stage_order_and_hold(flow: Flow) -> None:
+    flow.witness(1)
+    assert_one_line_error(flow.execute(1), 3, "I10 phased", "stage 0 is not-started")
+    flow.witness(0)
+    ok(flow.execute(0))
+    assert_one_line_error(flow.execute(1), 3, "I10 phased", "hold of 24h ends at")
+
+
+def test_reconcile_source_must_be_newer_than_the_plan(flow: Flow) -> None:
+    flow.witness()
+    r = run_cli(["execute", str(flow.plan), "--stage", "0", "--allowed-signers",
+                 str(flow.d.allowed_signers), "--reconcile-with", str(flow.root / "snap.parquet"),
+                 "--executor", "alice", "--key", str(flow.d.key("alice"))])
+    assert_one_line_error(r, 3, "I9 reconcile", "not after the plan's snapshot")
+
+
+def test_region_mismatch_is_refused(flow: Flow) -> None:
+    flow.witness()
+    assert_one_line_error(flow.execute(0, "--region", "eu-west-1"), 3, "I13 residency")
+
+
+def test_second_execution_is_locked_out(flow: Flow) -> None:
+    flow.witness()
+    lock = flow.d.store / "_cleanup" / "lock"
+    holder = {"executor": "carol", "plan_id": "x", "host": "h", "pid": 1, "token": "t",
+              "acquired_at": "2026-01-01T00:00:00Z",
+              "expires_at": (datetime.now(UTC) + timedelta(minutes=5)).strftime(
+                  "%Y-%m-%dT%H:%M:%SZ")}
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps(holder))
+    assert_one_line_error(flow.execute(), 6, "locked by carol")
+    assert_one_line_error(flow.execute(0, "--break-lock"), 6, "locked by carol")  # live lease
+    holder["expires_at"] = "2026-01-01T00:10:00Z"
+    lock.write_text(json.dumps(holder))
+    assert_one_line_error(flow.execute(), 6, "expired lock", "--break-lock")
+    ok(flow.execute(0, "--break-lock"))
+    assert not lock.exists()
+    events = [json.loads(p.read_text())["event"]
+              for p in sorted((flow.d.store / "_cleanup" / "audit").iterdir())]
+    assert "lock-broken" in events
+
+
+def test_two_concurrent_executions_one_exits_6(flow: Flow) -> None:
+    flow.witness()
+    base = ["execute", str(flow.plan), "--stage", "0", "--allowed-signers",
+            str(flow.d.allowed_signers), "--reconcile-with", str(flow.d.metadata),
+            "--reconcile-query", "SELECT path FROM data_files", "--batch-size", "1"]
+    procs = [subprocess.Popen([sys.executable, "-m", "cleanup", *base, "--executor", "alice",
+                               "--key", str(flow.d.key("alice"))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    codes = sorted(p.wait(timeout=120) for p in procs)
+    assert codes in ([0, 6], [0, 0], [0, 2])  # [0, 0]/[0, 2]: the second started after the first
+    after = _tree_digest(flow.d.store)
+    assert set(flow.before) - set(after) == set(flow.manifest(0))
+
+
+def test_purge_refuses_before_retention(flow: Flow) -> None:
+    flow.witness()
+    ok(flow.execute())
+    r = run_cli(["purge", str(flow.plan), "--stage", "0", "--allowed-signers",
+                 str(flow.d.allowed_signers), "--executor", "alice"])
+    assert_one_line_error(r, 3, "I11 recoverable", "retention of 7d ends at")
+    assert len(list((flow.d.store / "_cleanup" / "quarantine").rglob("*.parquet"))) == len(
+        flow.manifest(0))
+
+
+def test_purge_after_retention_removes_quarantine(flow: Flow) -> None:
+    from cleanup.executor import purge
+    from cleanup.signoff import approve, witness
+
+    flow.witness()
+    ok(flow.execute())
+    later = datetime.now(UTC) + timedelta(days=8)
+    # After 8 days the approval and witness have expired: purge needs fresh sign-off.
+    with pytest.raises(SignoffError, match="I7 two-person"):
+        purge(str(flow.plan), stage=0, allowed_signers=str(flow.d.allowed_signers),
+              executor="alice", now=later)
+    approve(str(flow.plan), "bob", str(flow.d.key("bob")), now=later)
+    witness(str(flow.plan), 0, "bob", str(flow.d.key("bob")), now=later)
+    n = purge(str(flow.plan), stage=0, allowed_signers=str(flow.d.allowed_signers),
+              executor="alice", now=later)
+    assert n == len(flow.manifest(0))
+    assert not list((flow.d.store / "_cleanup" / "quarantine").rglob("*.parquet"))
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Flow:
+    root = tmp_path_factory.mktemp("template") / "demo"
+    f = Flow(root)
+    f.witness()
+    return f
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(kill_after=st.integers(1, 40), batch=st.integers(1, 4))
+def test_crash_at_any_journal_step_then_resume(template: Flow, tmp_path: Path, kill_after: int,
+                                               batch: int) -> None:
+    """SIGKILL after the Nth journal write, then the same command: exactly the planned
+    objects end in quarantine, every other object is intact, byte for byte."""
+    work = tmp_path / f"k{kill_after}-b{batch}-{os.urandom(4).hex()}"
+    shutil.copytree(template.root, work, symlinks=True)
+    f = object.__new__(Flow)
+    f.__dict__.update(template.__dict__)
+    f.root, f.plan = work, work / "plan"
+    f.d = DemoPaths(work, work / "store", work / "metadata.duckdb", work / "keys",
+                    work / "allowed_signers")
+    # The copied plan names the template's store: point it at this copy's store.
+    _retarget(f, template)
+    r = f.execute(0, "--batch-size", str(batch),
+                  env={"CLEANUP_FAULT_KILL_AFTER_JOURNAL_WRITES": str(kill_after)})
+    assert r.code in (0, -9), r.err
+    res = json.loads(ok(f.execute(0, "--batch-size", str(batch))).out) if r.code == -9 else (
+        json.loads(r.out))
+    keys = f.manifest(0)
+    assert res["removed"] == len(keys)
+    after = _tree_digest(f.d.store)
+    assert {k: v for k, v in f.before.items() if k not in keys} == after
+    qroot = f.d.store / "_cleanup" / "quarantine" / f.plan_id
+    for k in keys:
+        assert hashlib.sha256((qroot / k).read_bytes()).hexdigest() == f.before[k]
+
+
+def _retarget(f: Flow, template: Flow) -> None:
+    """Re-plan in the copy (the plan binds the store path), keeping the template's content."""
+    shutil.rmtree(f.plan)
+    inv, snap = f.root / "inv.parquet", f.root / "snap.parquet"
+    con = duckdb.connect(str(f.d.metadata))
+    con.execute("UPDATE data_files SET path = replace(path, ?, ?)",
+                [str(template.d.store), str(f.d.store)])
+    con.close()
+    ok(run_cli(["inventory", str(f.d.store), "-o", str(inv), "--trust-mtime"]))
+    ok(run_cli(["snapshot", str(f.d.metadata), "--query", "SELECT path FROM data_files",
+                "-o", str(snap)]))
+    ok(run_cli(["plan", "--store", str(f.d.store), "--inventory", str(inv), "--snapshot",
+                str(snap), "-o", str(f.plan), "--internal", "internal-analytics", "--author",
+                "alice", "--key", str(f.d.key("alice"))]))
+    ok(run_cli(["approve", str(f.plan), "--signer", "bob", "--key", str(f.d.key("bob")),
+                "--yes"]))
+    f.witness()
+    f.plan_id = hashlib.sha256((f.plan / "plan.json").read_bytes()).hexdigest()
+    f.before = _tree_digest(f.d.store)
