@@ -58,6 +58,7 @@ class PlanOptions:
     sentinels: tuple[str, ...] = ()
     memory_limit: str = "1GB"
     threads: int | None = None
+    unsafe_store_without_conditional_writes: bool = False
     now: datetime | None = None  # tests only: the CLI always uses the real clock
 
 
@@ -116,6 +117,9 @@ def _resolve_policy(opts: PlanOptions) -> tuple[Policy, timedelta, timedelta, li
                          f"to {format_duration(hold)} (--override-minimums)")
         policy = policy.with_values({"min_hold": hold})
     overrides += policy.check_floors(opts.override_minimums)
+    if opts.unsafe_store_without_conditional_writes:
+        overrides.append("unsafe_store_without_conditional_writes: the store lock (I12) cannot "
+                         "exclude a second executor")
     return policy, buffer, hold, sorted(set(overrides))
 
 
@@ -293,6 +297,8 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
                          "newest_last_modified": format_time(res.newest_candidate)
                          if res.newest_candidate else None},
             "sentinels": list(sentinels),
+            "unsafe_store_without_conditional_writes":
+                opts.unsafe_store_without_conditional_writes,
             "clocks": {k: format_duration(v) for k, v in skews.items()},
             "invariants": [c.to_json() for c in checks],
         }

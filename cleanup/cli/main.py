@@ -190,6 +190,9 @@ def snapshot(source: str, out: str, query: str | None, column: str | None,
 @click.option("--override-minimums", is_flag=True,
               help="Allow --buffer/--hold below the policy floors; recorded in the plan and "
                    "shown first to reviewers.")
+@click.option("--unsafe-store-without-conditional-writes", "unsafe_store", is_flag=True,
+              help="Allow executing on a store that ignores If-None-Match (e.g. rclone serve "
+                   "s3), whose lock cannot exclude a second executor. Recorded, shown first.")
 @click.option("--memory-limit", default="1GB", show_default=True,
               help="DuckDB memory limit; the rest spills to disk.")
 @click.option("--author", required=True, help="Your principal name (as in allowed_signers).")
@@ -201,7 +204,8 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
          endpoint_url: str | None, tenant_pattern: str, internal: str, stages: str,
          hold: timedelta | None, quarantine: str, max_delete_fraction: float | None,
          max_missing_refs: float | None, sentinels: tuple[str, ...],
-         sentinel_file: Any, override_minimums: bool, memory_limit: str, author: str,
+         sentinel_file: Any, override_minimums: bool, unsafe_store: bool, memory_limit: str,
+         author: str,
          key: str, as_json: bool) -> None:
     """Compute the deletion set and write a signed, content-addressed plan.
 
@@ -233,6 +237,7 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
         stages=stages, hold=hold, quarantine=quarantine,
         policy=Policy().with_values(values), policy_overrides=tuple(overrides),
         override_minimums=override_minimums, sentinels=tuple(sents), memory_limit=memory_limit,
+        unsafe_store_without_conditional_writes=unsafe_store,
     )
     res = make_plan(opts)
     m = res.plan["manifest"]
