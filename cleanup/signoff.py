@@ -46,14 +46,28 @@ def _check_allowed(path: str) -> str:
 
 
 def check_integrity(plan_dir: str) -> tuple[dict[str, Any], str, Check]:
-    """I6: plan id = sha256(plan.json); the manifest and present inputs match their digests."""
-    plan, plan_id = load_plan(plan_dir)
+    """I6: plan id = sha256(plan.json) is the id the author signed; the manifest and
+    present inputs match their digests. A plan.json that no longer parses is refused (I6)."""
+    try:
+        plan, plan_id = load_plan(plan_dir)
+    except UsageError as exc:
+        if not os.path.isfile(os.path.join(plan_dir, "plan.json")):
+            raise
+        raise InvariantViolation(so.I6, f"plan.json cannot be read as a plan ({exc.message})",
+                                 hint="a changed plan needs a new plan and new sign-off") from None
     problems = []
+    signed = _read_doc(os.path.join(plan_dir, "signatures", "author.json")).get("plan_id")
+    if signed is not None and signed != plan_id:
+        problems.append(f"plan.json changed since the author signed it (signed plan "
+                        f"{str(signed)[:16]}..., plan.json now hashes to {plan_id[:16]}...)")
     manifest = os.path.join(plan_dir, "manifest.parquet")
     recorded = plan.get("manifest", {}).get("sha256")
+    manifest_state = "matches"
     if not os.path.isfile(manifest):
+        manifest_state = "missing"
         problems.append("manifest.parquet is missing")
     elif sha256_file(manifest) != recorded:
+        manifest_state = "changed"
         problems.append("manifest.parquet does not match the sha256 in plan.json")
     inputs_state = {}
     for name, inp in sorted(plan.get("inputs", {}).items()):
@@ -65,8 +79,7 @@ def check_integrity(plan_dir: str) -> tuple[dict[str, Any], str, Check]:
                 problems.append(f"input {name} {path} changed since planning")
         else:
             inputs_state[name] = "not present here (not checked)"
-    facts = {"plan_id": plan_id, "manifest": "matches" if not problems or
-             "manifest" not in problems[0] else "changed", "inputs": inputs_state}
+    facts = {"plan_id": plan_id, "manifest": manifest_state, "inputs": inputs_state}
     if problems:
         return plan, plan_id, Check(so.I6, False, "; ".join(problems), facts,
                                     hint="a changed plan needs a new plan and new sign-off")
@@ -88,20 +101,25 @@ def ssh_verify(doc_path: str, sig_path: str, allowed: str, principal: str, names
         p = subprocess.run(args, stdin=fh, capture_output=True, text=True, timeout=60,
                            check=False)
     text = (p.stdout + p.stderr).strip()
+    probe = text.replace(allowed, "")  # its path is in the messages: do not match on it
     fpr = _FPR_RE.search(p.stdout)
     if p.returncode == 0:
         return so.VALID, fpr.group(1) if fpr else None, "ok"
     last = [ln for ln in p.stderr.splitlines() if ln.strip() and "Could not verify" not in ln]
     detail = last[-1].strip() if last else text
-    if "namespace" in text:
+    if "namespace" in probe:
         state = "wrong-namespace"
-    elif "has expired" in text:
+    elif "has expired" in probe:
         state = "key-expired"
-    elif "not yet valid" in text:
+    elif "not yet valid" in probe:
         state = "key-not-yet-valid"
-    elif "incorrect signature" in text:
+    elif "incorrect signature" in probe:
         state = "bad-signature"
-    elif "No principal matched" in text:
+    elif "parse signature" in probe or "sshsig_armor" in probe:
+        state = "malformed"
+    else:
+        # No principal in allowed_signers matched the key. OpenSSH 9.x says only
+        # "Could not verify signature." here (older ones: "No principal matched").
         owners = _find_principals(sig_path, allowed)
         if owners:
             state, detail = "signer-mismatch", (f"the key belongs to {', '.join(owners)}, "
@@ -109,8 +127,6 @@ def ssh_verify(doc_path: str, sig_path: str, allowed: str, principal: str, names
         else:
             state, detail = "unknown-key", (f"the signing key is not listed for {principal} "
                                             f"in {allowed}")
-    else:
-        state = "malformed"
     return state, None, detail
 
 

@@ -95,17 +95,22 @@ def classify(sig: Signature, *, plan_id: str, author: str, author_fingerprint: s
 def two_person(author: Signature | None, approvals: Iterable[Signature],
                min_approvals: int) -> Check:
     """I7: a valid author signature and ``min_approvals`` valid approvals by other principals."""
+    approvals = list(approvals)
     valid = sorted({a.signer for a in approvals if a.state == VALID})
     facts = {"author": author.state if author else "missing", "valid_approvers": valid,
-             "min_approvals": min_approvals}
+             "min_approvals": min_approvals,
+             "others": [f"{a.signer}: {a.state}" for a in approvals if a.state != VALID]}
     if author is None:
         return Check(I7, False, "the author signature is missing", facts)
     if author.state != VALID:
         return Check(I7, False, f"the author signature of {author.signer} is {author.state}: "
                                 f"{author.detail}", facts)
     if len(valid) < min_approvals:
+        why = "; ".join(f"{a.signer}: {a.state} ({a.detail})" for a in approvals
+                        if a.state != VALID)
         return Check(I7, False, f"{len(valid)} valid approval(s) from principals other than the "
-                                f"author {author.signer}; {min_approvals} needed", facts,
+                                f"author {author.signer}; {min_approvals} needed"
+                                + (f" ({why})" if why else ""), facts,
                      hint="a second engineer runs `cleanup approve PLAN --signer NAME --key KEY`")
     return Check(I7, True, f"author {author.signer} and {len(valid)} approver(s) "
                            f"({', '.join(valid)})", facts)
