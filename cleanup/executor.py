@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -198,8 +199,11 @@ def execute(opts: ExecuteOptions) -> ExecuteResult:
     if state.state == "complete" and not opts.dry_run:
         raise UsageError(f"stage {opts.stage} is already complete")
     plan_taken = parse_time(plan["inputs"]["snapshot"]["taken_at"]["time"])
+    scratch = os.path.join(opts.plan_dir, "journal", ".scratch")
+    shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run
     rec = Reconciler(opts.reconcile_with, parse_store(str(plan["store"])), plan_taken,
-                     query=opts.reconcile_query, max_age=opts.reconcile_max_age)
+                     query=opts.reconcile_query, max_age=opts.reconcile_max_age,
+                     workdir=scratch)
     lock = None
     try:
         if not opts.dry_run:

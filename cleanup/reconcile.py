@@ -23,17 +23,26 @@ I9 = "I9 reconcile"
 
 class Reconciler:
     def __init__(self, source: str, store: StoreRef, plan_taken_at: datetime, *,
-                 query: str | None = None, max_age: timedelta = timedelta(minutes=5)) -> None:
+                 query: str | None = None, max_age: timedelta = timedelta(minutes=5),
+                 workdir: str | None = None) -> None:
+        """``workdir``: where re-read snapshots go (the plan's journal dir, so that a
+        killed execution leaves nothing outside the plan)."""
         import duckdb
 
         self.source, self.query, self.store = source, query, store
         self.plan_taken_at, self.max_age = plan_taken_at, max_age
-        self.tmp = tempfile.mkdtemp(prefix="cleanup-reconcile-")
+        if workdir:
+            os.makedirs(workdir, exist_ok=True)
+        self.tmp = tempfile.mkdtemp(prefix="reconcile-", dir=workdir)
         self.con = duckdb.connect()
         self.taken_at = plan_taken_at
         self.loaded_at = datetime.now(UTC)
         self.static = False
-        self.refresh()
+        try:
+            self.refresh()
+        except BaseException:
+            self.close()
+            raise
 
     def _snapshot_file(self) -> str:
         from cleanup.snapshot import take_snapshot
