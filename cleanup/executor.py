@@ -67,11 +67,13 @@ class ExecuteResult:
     moved_bytes: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     resumed_batches: int = 0
+    already_complete: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"plan_id": self.plan_id, "stage": self.stage, "dry_run": self.dry_run,
                 "batches": self.batches, "removed": self.moved, "removed_bytes": self.moved_bytes,
-                "skipped": self.skipped, "resumed_batches": self.resumed_batches}
+                "skipped": self.skipped, "resumed_batches": self.resumed_batches,
+                "already_complete": self.already_complete}
 
 
 def open_plan_store(plan: dict[str, Any], endpoint_url: str | None,
@@ -116,6 +118,21 @@ def _parse_hold(plan: dict[str, Any]) -> timedelta:
     from cleanup.core.timeutil import parse_duration
 
     return parse_duration(str(plan.get("hold", "24h")))
+
+
+def _require_versioning(store: Store) -> None:
+    """Versioning mode needs versioning Enabled: on a Suspended bucket a delete destroys
+    the null version, so nothing would be recoverable (I11)."""
+    from cleanup.stores.s3 import S3Store
+
+    if not isinstance(store, S3Store):
+        raise UsageError("quarantine mode 'versioning' needs an S3 store")
+    status = store.versioning_status()
+    if status != "Enabled":
+        raise InvariantViolation(I11, f"bucket {store.ref.bucket} has versioning "
+                                      f"{status or 'never enabled'}; versioning mode needs "
+                                      "Enabled (a delete on a Suspended bucket destroys data)",
+                                 hint="enable versioning, or re-plan with --quarantine copy")
 
 
 def iter_stage(plan_dir: str, stage: int, batch_size: int) -> Iterator[list[ObjectInfo]]:
@@ -178,6 +195,14 @@ def execute(opts: ExecuteOptions) -> ExecuteResult:
     now = datetime.now(UTC)
     rep = require_verified(opts.plan_dir, opts.allowed_signers, now)  # I6 -> 3, I7 -> 4
     plan, plan_id = rep.plan, rep.plan_id
+    done_state = stage_state(opts.plan_dir, opts.stage)
+    if done_state.state == "complete" and not opts.dry_run:
+        # Idempotent: running a finished stage again (e.g. after a kill right at the end)
+        # reports what it did and touches nothing.
+        return ExecuteResult(plan_id, opts.stage, False, batches=done_state.batches_done,
+                             moved=done_state.moved, moved_bytes=done_state.moved_bytes,
+                             skipped=dict(done_state.skipped),
+                             resumed_batches=done_state.batches_done, already_complete=True)
     if not opts.dry_run:
         presence, _w = check_presence(opts.plan_dir, opts.stage, opts.executor,
                                       opts.allowed_signers, now)
@@ -189,15 +214,12 @@ def execute(opts: ExecuteOptions) -> ExecuteResult:
     audit.require_intact(store)  # a tampered audit log stops all cleanup (I14)
     mode = str(plan.get("quarantine", "copy"))
     if mode == "versioning":
-        raise UsageError("quarantine mode 'versioning' is not implemented yet",
-                         hint="re-plan with --quarantine copy")
+        _require_versioning(store)
     state = stage_state(opts.plan_dir, opts.stage)
     if state.state == "halted" and not opts.dry_run:
         raise InvariantViolation("I9 reconcile", f"stage {opts.stage} was halted by "
                                                  "reconciliation; it stays halted",
                                  hint="make a new plan from fresh inputs")
-    if state.state == "complete" and not opts.dry_run:
-        raise UsageError(f"stage {opts.stage} is already complete")
     plan_taken = parse_time(plan["inputs"]["snapshot"]["taken_at"]["time"])
     scratch = os.path.join(opts.plan_dir, "journal", ".scratch")
     shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run
@@ -268,10 +290,17 @@ def _run_batches(opts: ExecuteOptions, plan_id: str, mode: str, store: Store, re
         cur = store.current(keys)
         missing = [o for o in batch if o.key not in cur]
         already: set[str] = set()
+        markers: dict[str, str] = {}
         if missing and mode == "copy":
             q = store.current([quarantine_key(plan_id, o.key) for o in missing])
             already = {o.key for o in missing
                        if (qi := q.get(quarantine_key(plan_id, o.key))) and qi.size == o.size}
+        elif missing and mode == "versioning" and not opts.dry_run:
+            for o in missing:
+                m = store.marker_for(o.key, o.etag)  # type: ignore[attr-defined]
+                if m is not None:
+                    already.add(o.key)
+                    markers[o.key] = m
         skipped: Counter[str] = Counter()
         to_remove = []
         for o in batch:
@@ -288,6 +317,9 @@ def _run_batches(opts: ExecuteOptions, plan_id: str, mode: str, store: Store, re
             outcome: dict[str, str | None] = {o.key: None for o in to_remove}
         elif mode == "none":
             outcome = store.delete(to_remove)
+        elif mode == "versioning":
+            outcome, new_markers = store.delete_to_markers(to_remove)  # type: ignore[attr-defined]
+            markers.update(new_markers)
         else:
             outcome = store.quarantine(plan_id, to_remove)
         sizes = {o.key: o.size for o in batch}
@@ -297,7 +329,7 @@ def _run_batches(opts: ExecuteOptions, plan_id: str, mode: str, store: Store, re
                 skipped[err if err in ("changed", "missing") else "error"] += 1
         moved_bytes = sum(sizes[k] for k in moved)
         journal.write("batch-done", batch=b, digest=digest, moved=len(moved),
-                      moved_bytes=moved_bytes, skipped=dict(skipped),
+                      moved_bytes=moved_bytes, skipped=dict(skipped), markers=markers,
                       errors={k: e for k, e in outcome.items()
                               if e not in (None, "changed", "missing")})
         res.moved += len(moved)
@@ -321,6 +353,11 @@ def restore(plan_dir: str, *, stage: int | None = None, key: str | None = None,
     counts: Counter[str] = Counter()
     stages = [stage] if stage is not None else [int(s["stage"]) for s in plan["stages"]]
     for st in stages:
+        if plan.get("quarantine") == "versioning":
+            for k, marker in _markers(plan_dir, st).items():
+                if key is None or k == key:
+                    counts[store.remove_marker(k, marker)] += 1  # type: ignore[attr-defined]
+            continue
         for batch in iter_stage(plan_dir, st, 1000):
             for o in batch:
                 if key is None or o.key == key:
@@ -354,9 +391,24 @@ def purge(plan_dir: str, *, stage: int, allowed_signers: str, executor: str,
                                       f"{format_time(finished + retention)}",
                                  hint="quarantine is purged only after the retention")
     store = open_plan_store(rep.plan, endpoint_url, region)
-    keys = [o.key for batch in iter_stage(plan_dir, stage, 1000) for o in batch]
-    n = store.purge(rep.plan_id, keys)
+    if rep.plan.get("quarantine") == "versioning":
+        n = sum(store.purge_versions(k, m)  # type: ignore[attr-defined]
+                for k, m in _markers(plan_dir, stage).items())
+    else:
+        keys = [o.key for batch in iter_stage(plan_dir, stage, 1000) for o in batch]
+        n = store.purge(rep.plan_id, keys)
     Journal(journal_path(plan_dir, stage)).write("purged", removed=n)
     audit.append(store, "purge", plan_id=rep.plan_id, principal=executor,
                  details={"stage": stage, "removed": n})
     return n
+
+
+def _markers(plan_dir: str, stage: int) -> dict[str, str]:
+    """Delete-marker version ids recorded by a versioning-mode stage (key -> version)."""
+    from cleanup.journal import read_records
+
+    out: dict[str, str] = {}
+    for rec in read_records(journal_path(plan_dir, stage)):
+        if rec.get("event") == "batch-done":
+            out.update(rec.get("markers") or {})
+    return out

@@ -432,6 +432,8 @@ def execute(plan_dir: str, stage: int, allowed: str, reconcile_with: str,
     else:
         from cleanup.show import human_bytes
 
+        if res.already_complete:
+            say(f"stage {stage} was already complete: nothing to do")
         verb = "would remove" if dry_run else "removed"
         say(f"stage {stage}: {verb} {res.moved} objects ({human_bytes(res.moved_bytes)}) in "
             f"{res.batches} batches; skipped {res.skipped or 'none'}"

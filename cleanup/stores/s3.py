@@ -222,9 +222,11 @@ class S3Store:
                     found[k] = info
         return found
 
-    def _delete_batch(self, entries: Sequence[tuple[str, str | None]]) -> dict[str, str | None]:
+    def _delete_batch(self, entries: Sequence[tuple[str, str | None]],
+                      markers: dict[str, str] | None = None) -> dict[str, str | None]:
         """DeleteObjects (<= 1000 keys), reading per-key Errors inside the 200 response and
-        retrying SlowDown/InternalError keys with exponential backoff."""
+        retrying SlowDown/InternalError keys with exponential backoff. ``markers``
+        collects the delete-marker version ids a versioned bucket returns."""
         out: dict[str, str | None] = {}
         pending = list(entries)
         for attempt in range(8):
@@ -237,7 +239,12 @@ class S3Store:
                     ident["ETag"] = f'"{etag}"'  # conditional delete where the server supports it
                 objects.append(ident)
             resp = self._call("DeleteObjects", self.client.delete_objects,
-                              Bucket=self.ref.bucket, Delete={"Objects": objects, "Quiet": True})
+                              Bucket=self.ref.bucket,
+                              Delete={"Objects": objects, "Quiet": markers is None})
+            if markers is not None:
+                for d in resp.get("Deleted", []):
+                    if d.get("DeleteMarkerVersionId"):
+                        markers[d["Key"][len(self.ref.prefix):]] = d["DeleteMarkerVersionId"]
             retry: list[tuple[str, str | None]] = []
             errors = {e.get("Key", "")[len(self.ref.prefix):]: e for e in resp.get("Errors", [])}
             for key, etag in pending:
@@ -318,3 +325,65 @@ class S3Store:
             res = self._delete_batch(chunk)
             n += sum(1 for v in res.values() if v is None)
         return n
+
+    # --- versioning mode ---------------------------------------------------------------
+
+    def versioning_status(self) -> str:
+        """``Enabled``, ``Suspended`` or ``""`` (never enabled)."""
+        v = self._call("GetBucketVersioning", self.client.get_bucket_versioning,
+                       Bucket=self.ref.bucket)
+        return str(v.get("Status") or "")
+
+    def delete_to_markers(self, objs: Sequence[ObjectInfo]
+                          ) -> tuple[dict[str, str | None], dict[str, str]]:
+        """Versioning mode: DeleteObjects without version ids puts a delete marker on
+        each key; the data stays as a noncurrent version. Returns (outcome, markers)."""
+        markers: dict[str, str] = {}
+        out = self._delete_batch([(o.key, o.etag) for o in objs], markers)
+        for k, err in list(out.items()):
+            if err is None and k not in markers:
+                out[k] = "no delete marker returned (is versioning Enabled?)"
+        return out, markers
+
+    def _versions(self, key: str) -> list[dict[str, Any]]:
+        """All versions and delete markers of exactly ``key``, newest first."""
+        full = self._full(key)
+        resp = self._call("ListObjectVersions", self.client.list_object_versions,
+                          Bucket=self.ref.bucket, Prefix=full)
+        entries = [{**v, "marker": False} for v in resp.get("Versions", [])] + [
+            {**m, "marker": True} for m in resp.get("DeleteMarkers", [])]
+        entries = [e for e in entries if e["Key"] == full]
+        entries.sort(key=lambda e: (not e.get("IsLatest"), -e["LastModified"].timestamp()))
+        return entries
+
+    def marker_for(self, key: str, etag: str | None) -> str | None:
+        """Resume in versioning mode: the latest delete marker of ``key`` if the version
+        it hides has the planned ETag (our own earlier, unjournaled delete)."""
+        versions = self._versions(key)
+        if len(versions) >= 2 and versions[0]["marker"] and not versions[1]["marker"]:
+            if etag is None or strip_etag(versions[1].get("ETag")) == etag:
+                return str(versions[0]["VersionId"])
+        return None
+
+    def remove_marker(self, key: str, marker: str) -> str:
+        """Restore in versioning mode: remove our delete marker if it is still the latest."""
+        versions = self._versions(key)
+        latest = versions[0] if versions else None
+        if latest is None or not any(v["VersionId"] == marker for v in versions):
+            return "not-quarantined"
+        if latest["VersionId"] != marker:
+            return "exists"  # a newer version was written since: it stays current
+        self._call("DeleteObject", self.client.delete_object, Bucket=self.ref.bucket,
+                   Key=self._full(key), VersionId=marker)
+        return "restored"
+
+    def purge_versions(self, key: str, marker: str) -> int:
+        """Purge in versioning mode: the marker and the version it hid, if still latest."""
+        versions = self._versions(key)
+        if not versions or versions[0]["VersionId"] != marker or len(versions) < 2:
+            return 0
+        hidden = versions[1]
+        for vid in (hidden["VersionId"], marker):
+            self._call("DeleteObject", self.client.delete_object, Bucket=self.ref.bucket,
+                       Key=self._full(key), VersionId=vid)
+        return 1
