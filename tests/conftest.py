@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.s3servers"] if (Path(__file__).parent / "s3servers.py").exists() else []
+pytest_plugins = ["tests.servers"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,335 @@
+"""S3 end to end against real servers on 127.0.0.1 (moto_server, rclone serve s3):
+listing, S3 Inventory reports, planning, region binding and guarded execution."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from cleanup.core.timeutil import format_time
+from cleanup.formats import read_meta
+from tests.conftest import Run, assert_one_line_error, make_key, run_cli
+from tests.faultproxy import fault_proxy
+from tests.servers import S3Server
+
+pytestmark = pytest.mark.s3
+
+KEYS = ["t1/a.parquet", "t1/b c.parquet", "t2/ü.parquet", "t2/x+y.parquet", "t3/p%41.bin"]
+
+
+def _put(server: S3Server, bucket: str, keys: list[str], prefix: str = "data/") -> None:
+    c = server.client()
+    for k in keys:
+        c.put_object(Bucket=bucket, Key=prefix + k, Body=f"content of {k}".encode())
+
+
+def test_inventory_lists_s3_store(s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = s3_server.bucket()
+    _put(s3_server, bucket, KEYS)
+    _put(s3_server, bucket, ["_cleanup/lock", "_cleanup/audit/000000000001.json"])
+    _put(s3_server, bucket, ["outside.txt"], prefix="other/")
+    out = tmp_path / "inv.parquet"
+    r = run_cli(["inventory", f"s3://{bucket}/data/", "-o", str(out), "--json"],
+                env=s3_server.env())
+    assert r.code == 0, r.err
+    t = pq.read_table(out)
+    rows = dict(zip(t.column("key").to_pylist(), t.column("size").to_pylist(), strict=True))
+    assert rows == {k: len(f"content of {k}".encode()) for k in KEYS}
+    etags = t.column("etag").to_pylist()
+    assert all(e and '"' not in e for e in etags)
+    assert etags[0] == hashlib.md5(f"content of {t.column('key')[0]}".encode()).hexdigest()  # noqa: S324
+    meta = read_meta(str(out))
+    assert meta["precision_us"] == "1000000"
+    assert meta["store"] == f"s3://{bucket}/data/"
+
+
+def test_inventory_paginates(moto_server: S3Server, tmp_path: Path) -> None:
+    bucket = moto_server.bucket()
+    _put(moto_server, bucket, [f"t/{i:05d}" for i in range(1205)])
+    r = run_cli(["inventory", f"s3://{bucket}/data/", "-o", str(tmp_path / "i.parquet")],
+                env=moto_server.env())
+    assert r.code == 0, r.err
+    assert pq.read_metadata(tmp_path / "i.parquet").num_rows == 1205
+
+
+def test_inventory_missing_bucket_is_a_usage_error(s3_server: S3Server, tmp_path: Path) -> None:
+    r = run_cli(["inventory", "s3://no-such-bucket-here/", "-o", str(tmp_path / "i.parquet")],
+                env=s3_server.env())
+    assert_one_line_error(r, 2, "does not exist")
+
+
+def test_s3_inventory_report_from_the_server(moto_server: S3Server, tmp_path: Path) -> None:
+    """A CSV S3 Inventory report stored in a destination bucket, read through boto3."""
+    c = moto_server.client()
+    src, dest = moto_server.bucket(), moto_server.bucket()
+    buf = io.StringIO()
+    w = csv.writer(buf, quoting=csv.QUOTE_ALL)
+    for k in KEYS:
+        w.writerow([src, quote_plus("data/" + k, safe="/"), "12", "2026-05-01T00:00:00.000Z",
+                    "abc"])
+    w.writerow([src, quote_plus("data/_cleanup/lock", safe="/"), "1",
+                "2026-05-01T00:00:00.000Z", "x"])
+    data = gzip.compress(buf.getvalue().encode())
+    data_key = f"inv/{src}/cfg/data/part-0.csv.gz"
+    c.put_object(Bucket=dest, Key=data_key, Body=data)
+    manifest = {"sourceBucket": src, "destinationBucket": f"arn:aws:s3:::{dest}",
+                "version": "2016-11-30", "creationTimestamp": "1778000000000",
+                "fileFormat": "CSV", "fileSchema": "Bucket, Key, Size, LastModifiedDate, ETag",
+                "files": [{"key": data_key, "size": len(data),
+                           "MD5checksum": hashlib.md5(data).hexdigest()}]}  # noqa: S324
+    c.put_object(Bucket=dest, Key=f"inv/{src}/cfg/2026-05-05T00-00Z/manifest.json",
+                 Body=json.dumps(manifest).encode())
+    out = tmp_path / "inv.parquet"
+    r = run_cli(["inventory", f"s3://{src}/data/", "--s3-inventory",
+                 f"s3://{dest}/inv/{src}/cfg/2026-05-05T00-00Z/manifest.json", "-o", str(out)],
+                env=moto_server.env())
+    assert r.code == 0, r.err
+    assert sorted(pq.read_table(out).column("key").to_pylist()) == sorted(KEYS)
+    assert read_meta(str(out))["listed_at_clock"] == "s3-inventory"
+
+
+class S3Flow:
+    """Objects in an S3 bucket, planned with a short (overridden) buffer, approved."""
+
+    def __init__(self, server: S3Server, tmp: Path, keys_dir: Path, *plan_extra: str,
+                 region: str | None = None, versioning: bool = False) -> None:
+        self.server, self.tmp = server, tmp
+        self.bucket = server.bucket(region)
+        self.client = server.client(region)
+        if versioning:
+            self.client.put_bucket_versioning(Bucket=self.bucket,
+                                              VersioningConfiguration={"Status": "Enabled"})
+        self.store = f"s3://{self.bucket}/data/"
+        self.keys = [f"internal/t/{i}.parquet" for i in range(3)] + [
+            f"acme/t/{i}.parquet" for i in range(30)]
+        _put(server, self.bucket, self.keys)
+        self.orphans = ["internal/t/0.parquet", "acme/t/0.parquet"]
+        self.refs = tmp / "refs.csv"
+        self.refs.write_text("key\n" + "".join(f"s3a://{self.bucket}/data/{k}\n"
+                                               for k in self.keys if k not in self.orphans))
+        self.alice, self.bob = make_key(keys_dir, "alice"), make_key(keys_dir, "bob")
+        self.allowed = tmp / "allowed_signers"
+        self.allowed.write_text("".join(
+            f'{n} namespaces="cleanup-plan,cleanup-witness" '
+            f'{Path(str(k) + ".pub").read_text().strip()}\n'
+            for n, k in (("alice", self.alice), ("bob", self.bob))))
+        time.sleep(3)  # objects must be older than taken_at - buffer (2s) + precision (1s)
+        self.env = server.env()
+        if region:
+            self.env["AWS_DEFAULT_REGION"] = region
+        self.plan_result = self.make_plan(*plan_extra)
+
+    def make_plan(self, *extra: str) -> Run:
+        inv, snap = self.tmp / "inv.parquet", self.tmp / "snap.parquet"
+        ok(run_cli(["inventory", self.store, "-o", str(inv)], env=self.env))
+        ok(run_cli(["snapshot", str(self.refs), "-o", str(snap), "--taken-at",
+                    format_time(datetime.now(UTC))]))
+        return run_cli(["plan", "--store", self.store, "--inventory", str(inv), "--snapshot",
+                        str(snap), "-o", str(self.tmp / "plan"), "--buffer", "2s",
+                        "--override-minimums", "--internal", "internal", "--stages", "100%",
+                        "--max-delete-fraction", "0.2", "--author", "alice", "--key",
+                        str(self.alice), *extra], env=self.env)
+
+    def approve_and_witness(self) -> None:
+        ok(run_cli(["approve", str(self.tmp / "plan"), "--signer", "bob", "--key",
+                    str(self.bob), "--yes"], env=self.env))
+        ok(run_cli(["witness", str(self.tmp / "plan"), "--stage", "0", "--signer", "bob",
+                    "--key", str(self.bob)], env=self.env))
+        time.sleep(1)
+        ok(run_cli(["snapshot", str(self.refs), "-o", str(self.tmp / "live.parquet"),
+                    "--taken-at", format_time(datetime.now(UTC))]))
+
+    def execute(self, *extra: str, env: dict[str, str] | None = None) -> Run:
+        return run_cli(["execute", str(self.tmp / "plan"), "--stage", "0", "--allowed-signers",
+                        str(self.allowed), "--reconcile-with", str(self.tmp / "live.parquet"),
+                        "--executor", "alice", "--key", str(self.alice), "--json", *extra],
+                       env=env or self.env)
+
+    def listing(self) -> dict[str, str]:
+        out = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            for o in page.get("Contents", []):
+                out[o["Key"]] = o["ETag"]
+        return out
+
+
+def ok(r: Run) -> Run:
+    assert r.code == 0, (r.code, r.out, r.err)
+    return r
+
+
+def test_plan_on_s3_records_region_and_probes_clock(moto_server: S3Server, tmp_path: Path,
+                                                    keys_dir: Path) -> None:
+    f = S3Flow(moto_server, tmp_path, keys_dir, region="eu-west-1")
+    ok(f.plan_result)
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert plan["region"] == "eu-west-1"
+    assert plan["manifest"]["objects"] == 2
+    assert plan["clocks"]["store"] in ("0us", "0s") or plan["clocks"]["store"].endswith("ms")
+    assert not [k for k in f.listing() if "/_cleanup/clock/" in k]
+
+
+def test_plan_refuses_wrong_region(moto_server: S3Server, tmp_path: Path,
+                                   keys_dir: Path) -> None:
+    f = S3Flow(moto_server, tmp_path, keys_dir, "--region", "us-west-2", region="eu-west-1")
+    assert_one_line_error(f.plan_result, 3, "I13 residency", "eu-west-1")
+
+
+@pytest.mark.parametrize("mode", ["copy", "none"])
+def test_execute_on_moto(moto_server: S3Server, tmp_path: Path, keys_dir: Path,
+                         mode: str) -> None:
+    f = S3Flow(moto_server, tmp_path, keys_dir, "--quarantine", mode)
+    ok(f.plan_result)
+    f.approve_and_witness()
+    before = f.listing()
+    res = json.loads(ok(f.execute()).out)
+    assert res["removed"] == 1  # stage 0: the internal orphan
+    after = f.listing()
+    gone = {k for k in before if k not in after}
+    assert gone == {"data/internal/t/0.parquet"}
+    quarantined = [k for k in after if "/_cleanup/quarantine/" in k]
+    assert len(quarantined) == (1 if mode == "copy" else 0)
+    if mode == "copy":
+        counts = json.loads(ok(run_cli(["restore", str(tmp_path / "plan"), "--json"],
+                                       env=f.env)).out)
+        assert counts["restored"] == 1
+        assert f.listing()["data/internal/t/0.parquet"] == before["data/internal/t/0.parquet"]
+
+
+def test_execute_versioning_mode_on_moto(moto_server: S3Server, tmp_path: Path,
+                                         keys_dir: Path) -> None:
+    f = S3Flow(moto_server, tmp_path, keys_dir, "--quarantine", "versioning", versioning=True)
+    ok(f.plan_result)
+    f.approve_and_witness()
+    res = json.loads(ok(f.execute()).out)
+    assert res["removed"] == 1
+    assert "data/internal/t/0.parquet" not in f.listing()
+    journal = (tmp_path / "plan" / "journal" / "stage-0.jsonl").read_text()
+    assert "markers" in journal
+    counts = json.loads(ok(run_cli(["restore", str(tmp_path / "plan"), "--json"],
+                                   env=f.env)).out)
+    assert counts == {"restored": 1}
+    body = f.client.get_object(Bucket=f.bucket, Key="data/internal/t/0.parquet")["Body"].read()
+    assert body == b"content of internal/t/0.parquet"
+
+
+def test_versioning_mode_refuses_suspended_bucket(moto_server: S3Server, tmp_path: Path,
+                                                  keys_dir: Path) -> None:
+    f = S3Flow(moto_server, tmp_path, keys_dir, "--quarantine", "versioning", versioning=True)
+    ok(f.plan_result)
+    f.client.put_bucket_versioning(Bucket=f.bucket,
+                                   VersioningConfiguration={"Status": "Suspended"})
+    f.approve_and_witness()
+    assert_one_line_error(f.execute(), 3, "I11 recoverable", "Suspended")
+
+
+def test_execute_refuses_bucket_moved_to_another_region(moto_server: S3Server, tmp_path: Path,
+                                                        keys_dir: Path) -> None:
+    f = S3Flow(moto_server, tmp_path, keys_dir)
+    ok(f.plan_result)
+    f.approve_and_witness()
+    # The bucket is re-created under the same name in another region.
+    for k in f.listing():
+        f.client.delete_object(Bucket=f.bucket, Key=k)
+    f.client.delete_bucket(Bucket=f.bucket)
+    eu = moto_server.client("eu-west-1")
+    eu.create_bucket(Bucket=f.bucket,
+                     CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    _put(moto_server, f.bucket, f.keys)
+    assert_one_line_error(f.execute(), 3, "I13 residency", "eu-west-1")
+
+
+def test_rclone_lock_probe_refuses_unsafe_store(rclone_server: S3Server, tmp_path: Path,
+                                                keys_dir: Path) -> None:
+    """rclone serve s3 ignores If-None-Match: execution is refused (I12) unless the plan
+    records unsafe_store_without_conditional_writes."""
+    f = S3Flow(rclone_server, tmp_path, keys_dir)
+    ok(f.plan_result)
+    f.approve_and_witness()
+    assert_one_line_error(f.execute(), 3, "I12 exclusive", "ignores conditional creates")
+    assert not [k for k in f.listing() if "_cleanup/quarantine" in k]
+
+
+def test_rclone_execute_with_recorded_unsafe_store(rclone_server: S3Server, tmp_path: Path,
+                                                   keys_dir: Path) -> None:
+    f = S3Flow(rclone_server, tmp_path, keys_dir, "--unsafe-store-without-conditional-writes")
+    ok(f.plan_result)
+    show = ok(run_cli(["show", str(tmp_path / "plan")]))
+    assert show.out.index("unsafe_store_without_conditional_writes") < show.out.index(
+        "invariants")
+    f.approve_and_witness()
+    res = json.loads(ok(f.execute()).out)
+    assert res["removed"] == 1
+    assert "data/internal/t/0.parquet" not in f.listing()
+
+
+def test_moto_lock_excludes_a_second_executor(moto_server: S3Server, tmp_path: Path,
+                                              keys_dir: Path) -> None:
+    f = S3Flow(moto_server, tmp_path, keys_dir)
+    ok(f.plan_result)
+    f.approve_and_witness()
+    holder = {"executor": "carol", "plan_id": "x", "host": "elsewhere", "pid": 1, "token": "t",
+              "acquired_at": "2026-01-01T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z"}
+    f.client.put_object(Bucket=f.bucket, Key="data/_cleanup/lock",
+                        Body=json.dumps(holder).encode())
+    assert_one_line_error(f.execute(), 6, "locked by carol")
+
+
+def test_faults_slow_down_but_lose_nothing(moto_server: S3Server, tmp_path: Path,
+                                           keys_dir: Path) -> None:
+    """503 SlowDown and dropped connections on writes: every planned object ends up in
+    quarantine exactly once, every other object is untouched."""
+    f = S3Flow(moto_server, tmp_path, keys_dir, "--stages", "100%")
+    ok(f.plan_result)
+    f.approve_and_witness()
+    before = f.listing()
+    with fault_proxy(moto_server.endpoint_url, slowdown=0.3, drop=0.1, seed=7) as proxy:
+        env = {**f.env, "AWS_ENDPOINT_URL": proxy.endpoint_url}
+        r = f.execute("--batch-size", "1", env=env)
+        for _ in range(5):  # a dropped response may surface as an error: resume until done
+            if r.code == 0:
+                break
+            r = f.execute("--batch-size", "1", env=env)
+    ok(r)
+    assert proxy.stats.slowdowns > 0
+    after = f.listing()
+    assert {k for k in before if k not in after} == {"data/internal/t/0.parquet"}
+    for k, etag in after.items():
+        if "/_cleanup/" not in k:
+            assert before[k] == etag
+    q = [k for k in after if "/_cleanup/quarantine/" in k]
+    assert len(q) == 1
+
+
+def test_s3_status_and_audit(moto_server: S3Server, tmp_path: Path, keys_dir: Path) -> None:
+    f = S3Flow(moto_server, tmp_path, keys_dir)
+    ok(f.plan_result)
+    f.approve_and_witness()
+    ok(f.execute())
+    st = json.loads(ok(run_cli(["status", str(tmp_path / "plan"), "--json"])).out)
+    assert st["stages"][0]["state"] == "complete"
+    r = ok(run_cli(["audit", "verify", f.store, "--json"], env=f.env))
+    events = json.loads(r.out)
+    assert events["ok"] is True
+    assert events["entries"] >= 5  # plan, approval, witness, stage-start, stage-end
+
+
+def test_help_runs_without_s3_libraries() -> None:
+    p = subprocess.run([sys.executable, "-c", "import cleanup.stores.s3_inventory, sys; "
+                        "print('boto3' in sys.modules)"], capture_output=True, text=True,
+                       check=True)
+    assert p.stdout.strip() == "False"
+    assert duckdb is not None
