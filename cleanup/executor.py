@@ -175,11 +175,20 @@ def _sign_executor(opts: ExecuteOptions, plan_id: str, now: datetime) -> None:
     path = os.path.join(opts.plan_dir, "journal", f"stage-{opts.stage}.executor."
                                                   f"{opts.executor}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as fh:
+    tmp = f"{path}.{os.getpid()}.tmp"  # concurrent starts must not sign each other's bytes
+    with open(tmp, "wb") as fh:
         fh.write(canonical_json(doc))
-    sig = sign_file(path, opts.key, NS_WITNESS)
-    state, _fpr, detail = ssh_verify(path, sig, opts.allowed_signers, opts.executor, NS_WITNESS,
-                                     now)
+    try:
+        sig = sign_file(tmp, opts.key, NS_WITNESS)
+        state, _fpr, detail = ssh_verify(tmp, sig, opts.allowed_signers, opts.executor,
+                                         NS_WITNESS, now)
+        if state == "valid":
+            os.replace(sig, path + ".sig")
+            os.replace(tmp, path)
+    finally:
+        for p in (tmp, tmp + ".sig"):
+            if os.path.exists(p):
+                os.unlink(p)
     if state != "valid":
         raise SignoffError(f"executor {opts.executor}: {state} ({detail})",
                            hint="the executor must be a principal in allowed_signers with "
