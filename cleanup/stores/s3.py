@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
+COPY_WORKERS = 16
+
+
 def make_client(endpoint_url: str | None = None, region: str | None = None) -> S3Client:
     """A boto3 S3 client; endpoint and region fall back to the usual AWS environment."""
     import boto3
@@ -30,6 +34,7 @@ def make_client(endpoint_url: str | None = None, region: str | None = None) -> S
         retries={"max_attempts": 10, "mode": "adaptive"},
         s3={"addressing_style": "path"} if endpoint_url else {},
         connect_timeout=10,
+        max_pool_connections=COPY_WORKERS + 4,
         read_timeout=60,
     )
     return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=cfg)
@@ -270,9 +275,7 @@ class S3Store:
         the resumed batch copies again (idempotent) and deletes."""
         from botocore.exceptions import ClientError
 
-        out: dict[str, str | None] = {}
-        copied: list[tuple[str, str | None]] = []
-        for o in objs:
+        def copy(o: ObjectInfo) -> str | None:
             try:
                 self.client.copy_object(
                     Bucket=self.ref.bucket, Key=self._full(quarantine_key(plan_id, o.key)),
@@ -282,13 +285,23 @@ class S3Store:
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in ("PreconditionFailed", "412"):
-                    out[o.key] = "changed"
-                elif code in ("NoSuchKey", "404"):
-                    out[o.key] = "missing"
-                else:
-                    out[o.key] = f"copy failed: {s3_error_message(exc)}"
-                continue
-            copied.append((o.key, o.etag))
+                    return "changed"
+                if code in ("NoSuchKey", "404"):
+                    return "missing"
+                return f"copy failed: {s3_error_message(exc)}"
+            return None
+
+        # Copies are independent single-object calls: run them concurrently. Only the
+        # keys whose copy succeeded are deleted, in one DeleteObjects call.
+        with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
+            results = list(pool.map(copy, objs))
+        out: dict[str, str | None] = {}
+        copied: list[tuple[str, str | None]] = []
+        for o, err in zip(objs, results, strict=True):
+            if err is None:
+                copied.append((o.key, o.etag))
+            else:
+                out[o.key] = err
         out.update(self._delete_batch(copied))
         return out
 
