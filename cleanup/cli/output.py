@@ -33,33 +33,38 @@ def error_line(exc: BaseException) -> str:
 
 @contextmanager
 def progress_bar(label: str, unit: str = "objects") -> Iterator[Callable[[int, int], None]]:
-    """A live bar on a terminal; periodic plain lines otherwise (CI logs)."""
+    """A live bar (count, bytes, rate) on a terminal; a plain line every 10 s otherwise."""
+    import time
+
+    from cleanup.show import human_bytes
+
+    start = time.monotonic()
+
+    def rate(n: int) -> str:
+        elapsed = max(time.monotonic() - start, 1e-6)
+        return f"{n / elapsed:,.0f} {unit}/s"
+
     if sys.stderr.isatty() and not os.environ.get("CI"):
-        from rich.progress import (
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
-                      TextColumn("{task.fields[count]} " + unit + ", {task.fields[size]}"),
+                      TextColumn("{task.fields[count]:,} " + unit + ", {task.fields[size]}, "
+                                 "{task.fields[rate]}"),
                       TimeElapsedColumn(), transient=True, console=_stderr_console()) as prog:
-            task = prog.add_task(label, count=0, size="0 B")
+            task = prog.add_task(label, count=0, size="0 B", rate="")
 
             def update(n: int, b: int) -> None:
-                from cleanup.show import human_bytes
-
-                prog.update(task, count=n, size=human_bytes(b))
+                prog.update(task, count=n, size=human_bytes(b), rate=rate(n))
 
             yield update
     else:
-        last = [0]
+        last = [start]
 
         def update_plain(n: int, b: int) -> None:
-            if n - last[0] >= 1_000_000:
-                last[0] = n
-                click.echo(f"{label}: {n} {unit}", err=True)
+            now = time.monotonic()
+            if now - last[0] >= 10:
+                last[0] = now
+                click.echo(f"{label}: {n:,} {unit}, {human_bytes(b)}, {rate(n)}", err=True)
 
         yield update_plain
 
