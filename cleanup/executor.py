@@ -54,7 +54,10 @@ class ExecuteOptions:
     break_lock: bool = False
     batch_size: int = 1000
     reconcile_max_age: timedelta = timedelta(minutes=5)
+    health_checks: tuple[str, ...] = ()
+    health_timeout: float = 300.0
     progress: Progress | None = None
+    now: datetime | None = None  # library tests inject a clock; the CLI never does
 
 
 @dataclass
@@ -94,24 +97,43 @@ def open_plan_store(plan: dict[str, Any], endpoint_url: str | None,
 
 
 def stage_gate(plan_dir: str, plan: dict[str, Any], stage: int, now: datetime) -> None:
-    """I10 (the part that needs no health gate yet): stages run in order, after the hold."""
-    stages = [int(s["stage"]) for s in plan.get("stages", [])]
+    """I10, the part the journal can answer: order, flags, skip ratio and hold."""
+    from cleanup.core.stages import PrevStage
+    from cleanup.core.stages import stage_gate as gate
+
+    stages = {int(s["stage"]): s for s in plan.get("stages", [])}
     if stage not in stages:
-        raise UsageError(f"plan has no stage {stage} (stages: {stages})")
-    if stage == 0:
+        raise UsageError(f"plan has no stage {stage} (stages: {sorted(stages)})")
+    prev = None
+    if stage > 0:
+        st = stage_state(plan_dir, stage - 1)
+        prev = PrevStage(stage - 1, st.state,
+                         parse_time(st.finished_at) if st.finished_at else None,
+                         int(stages[stage - 1]["objects"]), sum(st.skipped.values()))
+    policy = Policy.from_json(plan.get("policy", {}))
+    gate(stage, prev, hold=_parse_hold(plan), max_skip_fraction=policy.max_skip_fraction,
+         now=now).raise_if_failed()
+
+
+def health_gate(opts: ExecuteOptions, plan: dict[str, Any], store: Store, rec: Any,
+                journal: Journal, plan_id: str) -> None:
+    """I10's health gate before stage k > 0: read probe and user health checks."""
+    from cleanup.health import read_probe, run_health_checks
+
+    if opts.stage == 0:
         return
-    prev = stage_state(plan_dir, stage - 1)
-    if prev.state != "complete":
-        raise InvariantViolation(I10, f"stage {stage - 1} is {prev.state}; stage {stage} starts "
-                                      f"only after it completed without flags",
-                                 hint=f"run stage {stage - 1} first")
-    hold = _parse_hold(plan)  # checked against policy min_hold when the plan was made
-    finished = parse_time(str(prev.finished_at))
-    if now < finished + hold:
-        raise InvariantViolation(I10, f"stage {stage - 1} finished at {format_time(finished)}; "
-                                      f"its hold of {format_duration(hold)} ends at "
-                                      f"{format_time(finished + hold)}",
-                                 hint="wait for the hold to end")
+    policy = Policy.from_json(plan.get("policy", {}))
+    checks = [read_probe(store, rec, plan, opts.plan_dir, opts.stage - 1, policy.probe_sample)]
+    if checks[0].ok and opts.health_checks:
+        checks.append(run_health_checks(list(opts.health_checks), opts.health_timeout))
+    passed = all(c.ok for c in checks)
+    results = [c.to_json() for c in checks]
+    journal.write("gate", passed=passed, results=results)
+    if not opts.dry_run:
+        audit.append(store, "health-gate", plan_id=plan_id, principal=opts.executor,
+                     details={"stage": opts.stage, "passed": passed, "results": results})
+    for c in checks:
+        c.raise_if_failed()
 
 
 def _parse_hold(plan: dict[str, Any]) -> timedelta:
@@ -201,7 +223,7 @@ def execute(opts: ExecuteOptions) -> ExecuteResult:
     from cleanup.reconcile import Reconciler
     from cleanup.signoff import check_presence, require_verified
 
-    now = datetime.now(UTC)
+    now = opts.now or datetime.now(UTC)
     rep = require_verified(opts.plan_dir, opts.allowed_signers, now)  # I6 -> 3, I7 -> 4
     plan, plan_id = rep.plan, rep.plan_id
     done_state = stage_state(opts.plan_dir, opts.stage)
@@ -249,6 +271,8 @@ def execute(opts: ExecuteOptions) -> ExecuteResult:
         journal = Journal(journal_path(opts.plan_dir, opts.stage, opts.dry_run))
         if opts.dry_run and os.path.exists(journal.path):
             os.unlink(journal.path)
+        if state.batches_done == 0:
+            health_gate(opts, plan, store, rec, journal, plan_id)
         journal.write("stage-start", executor=opts.executor, plan_id=plan_id,
                       batch_size=opts.batch_size, dry_run=opts.dry_run)
         result = _run_batches(opts, plan_id, mode, store, rec, journal, state.done_batches, lock)

@@ -195,6 +195,8 @@ def snapshot(source: str, out: str, query: str | None, column: str | None,
                    "s3), whose lock cannot exclude a second executor. Recorded, shown first.")
 @click.option("--memory-limit", default="1GB", show_default=True,
               help="DuckDB memory limit; the rest spills to disk.")
+@click.option("--config", "config", type=click.Path(dir_okay=False),
+              help="Policy file (TOML, a [policy] table) [default: ./cleanup.toml if present].")
 @click.option("--author", required=True, help="Your principal name (as in allowed_signers).")
 @click.option("--key", required=True, type=click.Path(dir_okay=False),
               help="SSH key to sign with (private key, or .pub with the key in ssh-agent).")
@@ -205,7 +207,7 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
          hold: timedelta | None, quarantine: str, max_delete_fraction: float | None,
          max_missing_refs: float | None, sentinels: tuple[str, ...],
          sentinel_file: Any, override_minimums: bool, unsafe_store: bool, memory_limit: str,
-         author: str,
+         config: str | None, author: str,
          key: str, as_json: bool) -> None:
     """Compute the deletion set and write a signed, content-addressed plan.
 
@@ -214,12 +216,16 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
     snapshot taken_at - buffer. Invariants I1-I5, I15 and I16 are checked; a
     refusal exits 3, names the invariant and writes nothing.
     """
-    from cleanup.core.policy import Policy
+    from cleanup.core.policy import Policy, load_policy_file
     from cleanup.planner import PlanOptions, make_plan
 
     values: dict[str, Any] = {}
     overrides = []
     defaults = Policy()
+    if config is None and os.path.isfile("cleanup.toml"):
+        config = "cleanup.toml"
+    if config is not None:
+        defaults, _file_values = load_policy_file(config)
     for name, value in (("max_delete_fraction", max_delete_fraction),
                         ("max_missing_refs", max_missing_refs)):
         if value is not None and value != getattr(defaults, name):
@@ -235,7 +241,7 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
         tenant_pattern=tenant_pattern,
         internal=tuple(t.strip() for t in internal.split(",") if t.strip()),
         stages=stages, hold=hold, quarantine=quarantine,
-        policy=Policy().with_values(values), policy_overrides=tuple(overrides),
+        policy=defaults.with_values(values), policy_overrides=tuple(overrides),
         override_minimums=override_minimums, sentinels=tuple(sents), memory_limit=memory_limit,
         unsafe_store_without_conditional_writes=unsafe_store,
     )
@@ -404,14 +410,21 @@ def witness(plan_dir: str, stage: int, signer: str, key: str, endpoint_url: str 
 @click.option("--region", help="Local stores: the region the plan was bound to [local].")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 1000),
               help="Keys per batch (S3 DeleteObjects takes at most 1000).")
+@click.option("--health-check", "health_checks", multiple=True, metavar="CMD",
+              help="Before stage k > 0: a command that must exit 0 (e.g. a query error-rate "
+                   "check). Repeatable. Runs after the read probe of referenced keys.")
+@click.option("--health-check-timeout", default=300.0, show_default=True, type=float,
+              help="Seconds each --health-check may take.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def execute(plan_dir: str, stage: int, allowed: str, reconcile_with: str,
             reconcile_query: str | None, executor: str, key: str, dry_run: bool,
             break_lock: bool, endpoint_url: str | None, region: str | None, batch_size: int,
+            health_checks: tuple[str, ...], health_check_timeout: float,
             as_json: bool) -> None:
     """Execute one stage of a verified, witnessed plan.
 
-    Checks I6-I8 (exit 3/4), the stage order and hold (I10), the store's region
+    Checks I6-I8 (exit 3/4), the stage order, hold and health gate (I10: a read
+    probe of referenced keys and every --health-check), the store's region
     (I13) and takes the store lock (I12, exit 6). Each batch is reconciled
     against live metadata (a referenced key halts everything, exit 5),
     re-checked against the store (changed or missing objects are skipped) and
@@ -426,7 +439,8 @@ def execute(plan_dir: str, stage: int, allowed: str, reconcile_with: str,
             plan_dir=plan_dir, stage=stage, allowed_signers=allowed,
             reconcile_with=reconcile_with, reconcile_query=reconcile_query, executor=executor,
             key=key, dry_run=dry_run, endpoint_url=endpoint_url, region=region,
-            break_lock=break_lock, batch_size=batch_size, progress=progress))
+            break_lock=break_lock, batch_size=batch_size, health_checks=health_checks,
+            health_timeout=health_check_timeout, progress=progress))
     if as_json:
         emit_json(res.to_json())
     else:
@@ -446,15 +460,11 @@ def execute(plan_dir: str, stage: int, allowed: str, reconcile_with: str,
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(plan_dir: str, as_json: bool) -> None:
     """Per-stage progress of a plan's execution, from its journal."""
-    from cleanup.journal import stage_state
     from cleanup.show import human_bytes, load_plan
+    from cleanup.status import plan_status
 
     plan, plan_id = load_plan(plan_dir)
-    rows = []
-    for s in plan.get("stages", []):
-        st = stage_state(plan_dir, int(s["stage"])).to_json()
-        st["planned_objects"], st["planned_bytes"] = s["objects"], s["bytes"]
-        rows.append(st)
+    rows = plan_status(plan_dir, plan)
     if as_json:
         emit_json({"plan_id": plan_id, "stages": rows})
         return
@@ -462,8 +472,16 @@ def status(plan_dir: str, as_json: bool) -> None:
     for r in rows:
         skipped = ", ".join(f"{k} {v}" for k, v in r["skipped"].items()) or "none"
         say(f"  stage {r['stage']}: {r['state']:11} removed {r['moved']}/{r['planned_objects']}"
-            f" ({human_bytes(r['moved_bytes'])}), skipped {skipped}"
-            + (f", finished {r['finished_at']}" if r["finished_at"] else ""))
+            f" ({human_bytes(r['moved_bytes'])} of {human_bytes(r['planned_bytes'])}), "
+            f"skipped {skipped}")
+        for label, field in (("started", "started_at"), ("finished", "finished_at"),
+                             ("hold ends", "hold_ends_at")):
+            if r.get(field):
+                say(f"      {label}: {r[field]}")
+        if r.get("gate"):
+            g = r["gate"]
+            say(f"      health gate: {'passed' if g['passed'] else 'FAILED'} at {g['time']}")
+        say(f"      next: {r['next']}")
 
 
 @cli.command()

@@ -93,3 +93,27 @@ class Policy:
                 hint="pass --override-minimums to record the override in the plan for reviewers",
             )
         return lowered
+
+
+def load_policy_file(path: str) -> tuple[Policy, dict[str, Any]]:
+    """Read ``[policy]`` from a cleanup.toml; validate every value; refuse unknown keys."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config {path} is not valid TOML: {exc}") from None
+    unknown = set(doc) - {"policy"}
+    if unknown:
+        raise UsageError(f"config {path}: unknown table(s) {sorted(unknown)}",
+                         hint="policy values go under [policy]")
+    values = doc.get("policy", {})
+    if not isinstance(values, dict):
+        raise UsageError(f"config {path}: [policy] must be a table")
+    try:
+        return Policy().with_values(values), values
+    except UsageError as exc:
+        raise UsageError(f"config {path}: {exc.message}", hint=exc.hint) from None

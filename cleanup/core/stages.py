@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from cleanup.core.invariants import Check
+from cleanup.core.timeutil import format_duration, format_time
 from cleanup.errors import UsageError
 
 DEFAULT_TENANT_PATTERN = r"^(?P<tenant>[^/]+)/"
@@ -72,3 +76,49 @@ def assign_stage(tenant: str, internal: frozenset[str], stages: list[float]) -> 
         if bucket < pct * HASH_BUCKETS / 100:
             return i
     return len(stages)  # unreachable: the last stage is 100%
+
+
+# --- the stage gate (I10), pure --------------------------------------------------------
+
+I10 = "I10 phased"
+
+
+@dataclass(frozen=True)
+class PrevStage:
+    """What the journal says about stage k-1."""
+
+    stage: int
+    state: str  # not-started | running | halted | complete
+    finished_at: datetime | None
+    planned: int
+    skipped: int
+
+
+def stage_gate(stage: int, prev: PrevStage | None, *, hold: timedelta,
+               max_skip_fraction: float, now: datetime) -> Check:
+    """I10 without the health gate: stage k runs only after stage k-1 completed with no
+    reconciliation flag, an expected skip ratio, and its hold elapsed. Stage 0 is free."""
+    if stage == 0 or prev is None:
+        return Check(I10, True, "stage 0 needs no previous stage")
+    facts: dict[str, object] = {"previous": prev.stage, "previous_state": prev.state,
+                                "hold": format_duration(hold)}
+    if prev.state == "halted":
+        return Check(I10, False, f"stage {prev.stage} was halted by reconciliation; every later "
+                                 "stage is blocked", facts, hint="make a new plan")
+    if prev.state != "complete" or prev.finished_at is None:
+        return Check(I10, False, f"stage {prev.stage} is {prev.state}; stage {stage} starts only "
+                                 f"after it completed", facts, hint=f"run stage {prev.stage} first")
+    frac = prev.skipped / prev.planned if prev.planned else 0.0
+    facts["skip_fraction"] = frac
+    if frac > max_skip_fraction:
+        return Check(I10, False, f"stage {prev.stage} skipped {prev.skipped} of {prev.planned} "
+                                 f"objects ({frac:.2%}), above max_skip_fraction "
+                                 f"{max_skip_fraction:.2%}", facts,
+                     hint="find out why objects changed under the plan; then make a new plan")
+    ends = prev.finished_at + hold
+    facts["hold_ends_at"] = format_time(ends)
+    if now < ends:
+        return Check(I10, False, f"stage {prev.stage} finished at {format_time(prev.finished_at)}"
+                                 f"; its hold of {format_duration(hold)} ends at "
+                                 f"{format_time(ends)}", facts, hint="wait for the hold to end")
+    return Check(I10, True, f"stage {prev.stage} complete, hold ended {format_time(ends)}", facts)

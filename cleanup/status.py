@@ -1,0 +1,47 @@
+"""``cleanup status``: each stage's state, counts, times, gate and next allowed action."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from cleanup.core.timeutil import format_time, parse_duration, parse_time
+from cleanup.journal import journal_path, read_records, stage_state
+
+
+def plan_status(plan_dir: str, plan: dict[str, Any],
+                now: datetime | None = None) -> list[dict[str, Any]]:
+    now = now or datetime.now(UTC)
+    hold = parse_duration(str(plan.get("hold", "24h")))
+    rows: list[dict[str, Any]] = []
+    prev: dict[str, Any] | None = None
+    for s in plan.get("stages", []):
+        stage = int(s["stage"])
+        st = stage_state(plan_dir, stage).to_json()
+        st["planned_objects"], st["planned_bytes"] = s["objects"], s["bytes"]
+        gates = [r for r in read_records(journal_path(plan_dir, stage)) if r.get("event") == "gate"]
+        st["gate"] = gates[-1] if gates else None
+        if st["finished_at"]:
+            st["hold_ends_at"] = format_time(parse_time(st["finished_at"]) + hold)
+        st["next"] = _next(stage, st, prev, now)
+        rows.append(st)
+        prev = st
+    return rows
+
+
+def _next(stage: int, st: dict[str, Any], prev: dict[str, Any] | None, now: datetime) -> str:
+    who = "the executor, with a fresh witness from another principal (cleanup witness)"
+    if st["state"] == "complete":
+        return "done; `cleanup restore` to undo, `cleanup purge` after the retention"
+    if st["state"] == "halted":
+        return "halted by reconciliation: make a new plan"
+    if st["state"] == "running":
+        return f"resume: run the same `cleanup execute --stage {stage}` ({who})"
+    if prev is None:
+        return f"`cleanup execute --stage {stage}` ({who})"
+    if prev["state"] != "complete":
+        return f"wait: stage {prev['stage']} must complete first"
+    ends = parse_time(prev["hold_ends_at"])
+    if now < ends:
+        return f"wait: stage {prev['stage']}'s hold ends at {format_time(ends)}"
+    return f"`cleanup execute --stage {stage}` after the health gate ({who})"
