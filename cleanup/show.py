@@ -37,6 +37,8 @@ def summarize(plan_dir: str, top: int = 10) -> dict[str, Any]:
     manifest = os.path.join(plan_dir, "manifest.parquet")
     recorded = plan.get("manifest", {}).get("sha256")
     actual = sha256_file(manifest) if os.path.exists(manifest) else None
+    if actual != recorded:
+        actual = None  # never aggregate a manifest that is not the one planned
     con = duckdb.connect()
     try:
         m = f"read_parquet({sql_literal(manifest)})"
@@ -57,7 +59,7 @@ def summarize(plan_dir: str, top: int = 10) -> dict[str, Any]:
     return {
         "plan_dir": os.path.abspath(plan_dir),
         "plan_id": plan_id,
-        "manifest_intact": actual is not None and actual == recorded,
+        "manifest_intact": actual is not None,
         "author_signed": os.path.exists(os.path.join(plan_dir, "signatures", "author.sig")),
         "plan": plan,
         "top_tenants": tenants,

@@ -277,6 +277,23 @@ def show(plan_dir: str, as_json: bool, top: int) -> None:
 
 @cli.command()
 @click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--html", "html_out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the report (one self-contained HTML file).")
+@click.option("--allowed-signers", "allowed", type=click.Path(dir_okay=False),
+              help="Also verify the signatures (I6, I7) and show their states.")
+def review(plan_dir: str, html_out: str, allowed: str | None) -> None:
+    """Write a self-contained HTML report for reviewers: plan id and verification,
+    invariants with their numbers, a timeline (oldest candidate, cutoff, buffer,
+    taken_at, listed_at), a histogram of candidates against the cutoff, stages,
+    tenants, top prefixes, the candidates newest to the cutoff and a sample.
+    Policy overrides come first, in red. No network needed to open it."""
+    from cleanup.report import write_report
+
+    say(f"wrote {write_report(plan_dir, html_out, allowed)}")
+
+
+@cli.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
 @click.option("--signer", required=True, help="Your principal name (as in allowed_signers).")
 @click.option("--key", required=True, type=click.Path(dir_okay=False),
               help="SSH key to sign with (private key, or .pub with the key in ssh-agent).")
