@@ -110,22 +110,25 @@ def run(root: Path, say: Callable[[str], None]) -> dict[str, str]:
     say(f"   plan {p.plan_id}: {m['objects']} candidates of {p.plan['scope']['objects']} objects,"
         f" cutoff {p.plan['cutoff']['time']}; the fresh unreferenced files were kept (I1, I2)")
     from cleanup.executor import ExecuteOptions, execute
+    from cleanup.report import write_report
     from cleanup.signoff import approve, require_verified, witness
 
+    report = write_report(plan_dir, str(root / "report.html"))
+    say(f"5. cleanup review {plan_dir} --html {report}   (open it in a browser)")
     approve(plan_dir, "bob", str(d.key("bob")), comment="demo review")
-    say(f"5. cleanup approve {plan_dir} --signer bob --key {d.key('bob')}   (second engineer)")
+    say(f"6. cleanup approve {plan_dir} --signer bob --key {d.key('bob')}   (second engineer)")
     require_verified(plan_dir, str(d.allowed_signers))
-    say(f"6. cleanup verify {plan_dir} --allowed-signers {d.allowed_signers}   (I6, I7 hold)")
+    say(f"7. cleanup verify {plan_dir} --allowed-signers {d.allowed_signers}   (I6, I7 hold)")
     witness(plan_dir, 0, "bob", str(d.key("bob")))
-    say(f"7. cleanup witness {plan_dir} --stage 0 --signer bob --key {d.key('bob')}   (I8)")
+    say(f"8. cleanup witness {plan_dir} --stage 0 --signer bob --key {d.key('bob')}   (I8)")
     r = execute(ExecuteOptions(
         plan_dir=plan_dir, stage=0, allowed_signers=str(d.allowed_signers),
         reconcile_with=str(d.metadata), reconcile_query="SELECT path FROM data_files",
         executor="alice", key=str(d.key("alice"))))
-    say(f"8. cleanup execute {plan_dir} --stage 0 --allowed-signers {d.allowed_signers} "
+    say(f"9. cleanup execute {plan_dir} --stage 0 --allowed-signers {d.allowed_signers} "
         f"--reconcile-with {d.metadata} --reconcile-query 'SELECT path FROM data_files' "
         f"--executor alice --key {d.key('alice')}")
     say(f"   stage 0 (internal tenants): {r.moved} objects moved to "
         f"{d.store}/_cleanup/quarantine/{p.plan_id[:12]}...; stages 1-2 wait for the hold (I10)")
     return {"store": str(d.store), "plan": plan_dir, "allowed_signers": str(d.allowed_signers),
-            "plan_id": p.plan_id}
+            "plan_id": p.plan_id, "report": report}

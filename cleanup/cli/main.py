@@ -578,8 +578,9 @@ def audit_verify(store: str, endpoint_url: str | None, region: str | None,
 def demo(directory: str, as_json: bool) -> None:
     """Build a local demo store (tenants, a DuckDB metadata database, SSH keys for
     two principals and an allowed_signers file) in DIRECTORY [default ./cleanup-demo]
-    and run the guarded flow on it: inventory, snapshot, plan, approve, verify,
-    witness, execute stage 0 (into quarantine), show, status. No service is needed."""
+    and run the guarded flow on it: inventory, snapshot, plan, review report,
+    approve, verify, witness, execute stage 0 (into quarantine), show, status.
+    No service is needed."""
     from pathlib import Path
 
     from cleanup.demo import run
@@ -589,15 +590,16 @@ def demo(directory: str, as_json: bool) -> None:
     if as_json:
         emit_json(out)
         return
-    say(f"9. cleanup show {out['plan']}")
+    say(f"10. cleanup show {out['plan']}")
     render(summarize(out["plan"]))
-    say(f"10. cleanup status {out['plan']}")
+    say(f"11. cleanup status {out['plan']}")
     from cleanup.journal import stage_state
 
     for s in summarize(out["plan"])["plan"]["stages"]:
         st = stage_state(out["plan"], int(s["stage"]))
         say(f"   stage {st.stage}: {st.state}, removed {st.moved}/{s['objects']}")
     say(f"Undo with: cleanup restore {out['plan']} --stage 0")
+    say(f"Review report: {out['report']}")
 
 
 def main(argv: list[str] | None = None) -> None:
