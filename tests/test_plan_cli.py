@@ -289,8 +289,23 @@ def test_cli_help_imports_no_heavy_library() -> None:
     assert "Exit codes" in r.out
 
 
-@pytest.mark.parametrize("command", ["inventory", "snapshot", "plan", "show"])
-def test_every_command_has_help(command: str) -> None:
-    r = run_cli([command, "--help"])
+def _all_commands() -> list[list[str]]:
+    import click
+
+    from cleanup.cli.main import cli
+
+    out: list[list[str]] = []
+    for name, cmd in sorted(cli.commands.items()):
+        out.append([name])
+        if isinstance(cmd, click.Group):
+            out += [[name, sub] for sub in sorted(cmd.commands)]
+    return out
+
+
+@pytest.mark.parametrize("command", _all_commands(), ids=" ".join)
+def test_every_command_has_help_and_is_documented(command: list[str]) -> None:
+    r = run_cli([*command, "--help"])
     assert r.code == 0
-    assert len(r.out.splitlines()) > 5
+    assert len(r.out.splitlines()) > 4
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"cleanup {' '.join(command)}" in readme, f"README does not mention {command}"
