@@ -42,7 +42,7 @@ def _source_kind(source: str) -> str:
         return "sqlite"
     if lower.startswith("duckdb://") or lower.endswith((".duckdb", ".ddb")):
         return "duckdb"
-    if lower.endswith((".parquet", ".pq", ".csv", ".csv.gz", ".tsv", ".txt")):
+    if lower.endswith((".parquet", ".pq", ".csv", ".csv.gz", ".tsv")):
         return "keylist"
     raise UsageError(
         f"cannot tell what kind of source {source!r} is",
@@ -118,6 +118,11 @@ def take_snapshot(
     """Capture references from ``source`` into ``out``."""
     from cleanup.sources import keylist, sql
 
+    if taken_at is not None:
+        if taken_at.utcoffset() is None:
+            raise UsageError("taken_at has no zone",
+                             hint="give a zone (Z for UTC): a guessed zone can move the cutoff")
+        taken_at = taken_at.astimezone(UTC)
     kind = _source_kind(source)
     if kind != "keylist" and taken_at is not None:
         raise UsageError("--taken-at is only for key lists: a database's own clock gives taken_at")

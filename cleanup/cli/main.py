@@ -611,6 +611,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("cleanup: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line, like every other error; the hint points at the command's help.
+        path = exc.ctx.command_path if exc.ctx is not None else "cleanup"
+        click.echo(f"cleanup: error: {exc.format_message()}\n  hint: see '{path} --help'",
+                   err=True)
+        sys.exit(2)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2 if exc.exit_code == 2 else exc.exit_code)

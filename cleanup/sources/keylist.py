@@ -24,8 +24,11 @@ def keylist_source(path: str, column: str | None, taken_at: datetime | None) -> 
     lower = path.lower()
     if lower.endswith((".parquet", ".pq")):
         reader = f"read_parquet({sql_literal(path)})"
-    elif lower.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
-        reader = f"read_csv({sql_literal(path)}, all_varchar=true, header=true)"
+    elif lower.endswith((".csv", ".csv.gz", ".tsv")):
+        # Delimiter and header fixed, never sniffed: a guess could drop the first key.
+        delim = "\t" if lower.endswith(".tsv") else ","
+        reader = (f"read_csv({sql_literal(path)}, all_varchar=true, header=true, "
+                  f"delim={sql_literal(delim)}, quote='\"')")
     else:
         raise UsageError(f"{path}: unknown key list format", hint="use .parquet or .csv")
     con = duckdb.connect()

@@ -9,10 +9,12 @@ The query's first column holds the references; NULLs are ignored.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from cleanup.core.paths import sql_literal
 from cleanup.errors import UsageError
@@ -21,19 +23,52 @@ from cleanup.sources.base import RawSnapshot, skew_from_bracket
 FETCH_ROWS = 50_000
 
 
+_SECRET_PARAMS = ("password", "sslpassword", "passfile", "sslkey")
+
+
 def redact_url(url: str) -> str:
-    """``postgresql://user:secret@host/db?password=x`` -> without the secrets."""
+    """``postgresql://user:secret@host/db?password=x`` -> without the secrets.
+
+    Parameter names are percent-decoded first, as libpq does (``pass%77ord``).
+    """
     parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError("invalid port in the PostgreSQL URL") from None
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if port:
+        netloc = f"{netloc}:{port}"
     if parts.username:
         netloc = f"{parts.username}@{netloc}"
     query = "&".join(
         q for q in parts.query.split("&")
-        if q and not q.lower().startswith(("password=", "sslpassword=", "passfile="))
+        if q and unquote(q.partition("=")[0]).strip().lower() not in _SECRET_PARAMS
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _secrets_of(url: str) -> list[str]:
+    """Every spelling of every secret in ``url``, for scrubbing messages."""
+    parts = urlsplit(url)
+    out = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rsplit("@", 1)[0]
+        if ":" in userinfo:
+            raw = userinfo.split(":", 1)[1]
+            out += [raw, unquote(raw)]
+    for q in parts.query.split("&"):
+        name, _, value = q.partition("=")
+        if unquote(name).strip().lower() in _SECRET_PARAMS and value:
+            out += [value, unquote(value)]
+    return sorted({s for s in out if s}, key=len, reverse=True)
+
+
+def _scrub(message: str, url: str) -> str:
+    for secret in _secrets_of(url):
+        message = message.replace(secret, "***")
+    return message
 
 
 def _write_keys(rows_iter: Any, tmp_parquet: str) -> None:
@@ -44,8 +79,22 @@ def _write_keys(rows_iter: Any, tmp_parquet: str) -> None:
     schema = pa.schema([("key", pa.string())])
     with pq.ParquetWriter(tmp_parquet, schema) as w:
         for chunk in rows_iter:
-            keys = [None if r[0] is None else str(r[0]) for r in chunk]
+            keys = [_key_text(r[0]) for r in chunk]
             w.write_batch(pa.RecordBatch.from_pydict({"key": keys}, schema=schema))
+
+
+def _key_text(value: Any) -> str | None:
+    """A reference as text. Binary values are decoded as UTF-8, never repr()'d: a
+    ``b'...'`` string would match no key and make a referenced file look unused."""
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError("a reference is binary and not valid UTF-8",
+                             hint="select the path as text") from None
+    return str(value)
 
 
 def _fetch_chunks(cur: Any) -> Any:
@@ -60,6 +109,11 @@ def _require_query(query: str | None, source: str) -> str:
     return query
 
 
+def _strip_sql(q: str) -> str:
+    """A trailing ';' would end the statement we wrap the query in."""
+    return re.sub(r"[\s;]+\Z", "", q)
+
+
 def _staged(tmp_parquet: str) -> str:
     return f"(SELECT key FROM read_parquet({sql_literal(tmp_parquet)}) WHERE key IS NOT NULL)"
 
@@ -71,7 +125,8 @@ def postgres_source(url: str, query: str | None, tmp_parquet: str) -> RawSnapsho
     try:
         conn = psycopg.connect(url, connect_timeout=10)
     except psycopg.Error as exc:
-        raise UsageError(f"{redact_url(url)}: cannot connect ({str(exc).strip().splitlines()[0]})",
+        msg = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
+        raise UsageError(f"{redact_url(url)}: cannot connect ({msg})",
                          hint="check host, port, user and database in the URL") from None
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -90,8 +145,8 @@ def postgres_source(url: str, query: str | None, tmp_parquet: str) -> RawSnapsho
                 cur.execute(q)
                 _write_keys(_fetch_chunks(cur), tmp_parquet)
     except psycopg.Error as exc:
-        raise UsageError(f"{redact_url(url)}: query failed "
-                         f"({str(exc).strip().splitlines()[0]})") from None
+        msg = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", url)
+        raise UsageError(f"{redact_url(url)}: query failed ({msg})") from None
     finally:
         conn.close()
     return RawSnapshot(_staged(tmp_parquet), taken_at, "metadata:postgresql",
@@ -104,7 +159,9 @@ def sqlite_source(path: str, query: str | None, tmp_parquet: str) -> RawSnapshot
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such SQLite file")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        # A proper file: URI, so '#' or '?' in the path cannot open another file.
+        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True,
+                               isolation_level=None)
     except sqlite3.Error as exc:
         raise UsageError(f"{path}: cannot open ({exc})") from None
     try:
@@ -142,7 +199,7 @@ def duckdb_source(path: str, query: str | None, tmp_parquet: str) -> RawSnapshot
             raise UsageError(f"{path}: SELECT now() returned no row")
         taken_at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(row[0]))
         con.execute(
-            f"COPY (SELECT CAST(k AS VARCHAR) AS key FROM ({q}) AS t(k)) "
+            f"COPY (SELECT CAST(k AS VARCHAR) AS key FROM (\n{_strip_sql(q)}\n) AS t(k)) "
             f"TO {sql_literal(tmp_parquet)} (FORMAT parquet)"
         )
         con.execute("COMMIT")
