@@ -71,10 +71,10 @@ def test_inventory_missing_bucket_is_a_usage_error(s3_server: S3Server, tmp_path
     assert_one_line_error(r, 2, "does not exist")
 
 
-def test_s3_inventory_report_from_the_server(moto_server: S3Server, tmp_path: Path) -> None:
+def test_s3_inventory_report_from_the_server(s3_server: S3Server, tmp_path: Path) -> None:
     """A CSV S3 Inventory report stored in a destination bucket, read through boto3."""
-    c = moto_server.client()
-    src, dest = moto_server.bucket(), moto_server.bucket()
+    c = s3_server.client()
+    src, dest = s3_server.bucket(), s3_server.bucket()
     buf = io.StringIO()
     w = csv.writer(buf, quoting=csv.QUOTE_ALL)
     for k in KEYS:
@@ -95,7 +95,7 @@ def test_s3_inventory_report_from_the_server(moto_server: S3Server, tmp_path: Pa
     out = tmp_path / "inv.parquet"
     r = run_cli(["inventory", f"s3://{src}/data/", "--s3-inventory",
                  f"s3://{dest}/inv/{src}/cfg/2026-05-05T00-00Z/manifest.json", "-o", str(out)],
-                env=moto_server.env())
+                env=s3_server.env())
     assert r.code == 0, r.err
     assert sorted(pq.read_table(out).column("key").to_pylist()) == sorted(KEYS)
     assert read_meta(str(out))["listed_at_clock"] == "s3-inventory"
