@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -333,3 +334,59 @@ def test_help_runs_without_s3_libraries() -> None:
                        check=True)
     assert p.stdout.strip() == "False"
     assert duckdb is not None
+
+
+def test_s3_reconciliation_halt_and_rewritten_object(s3_server: S3Server, tmp_path: Path,
+                                                    keys_dir: Path) -> None:
+    """On both servers: a live reference halts before the batch is touched (exit 5); in a
+    new plan, an object rewritten after the inventory is skipped, never removed."""
+    f = S3Flow(s3_server, tmp_path, keys_dir, "--stages", "100%",
+               *(["--unsafe-store-without-conditional-writes"]
+                 if s3_server.name == "rclone" else []))
+    ok(f.plan_result)
+    f.approve_and_witness()
+    before = f.listing()
+    live = tmp_path / "live-refs.csv"
+    live.write_text(f.refs.read_text() + f"s3://{f.bucket}/data/internal/t/0.parquet\n")
+    ok(run_cli(["snapshot", str(live), "-o", str(tmp_path / "live.parquet"), "--taken-at",
+                format_time(datetime.now(UTC))]))
+    r = f.execute()
+    assert_one_line_error(r, 5, "I9 reconcile", "internal/t/0.parquet")
+
+    def data(listing: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in listing.items() if "/_cleanup/" not in k}
+
+    assert data(f.listing()) == data(before)  # only the audit log grew (stage-start, halt)
+    # Rewritten after the inventory: same key, new content -> skipped.
+    ok(run_cli(["snapshot", str(f.refs), "-o", str(tmp_path / "live.parquet"), "--taken-at",
+                format_time(datetime.now(UTC))]))
+    f.client.put_object(Bucket=f.bucket, Key="data/internal/t/0.parquet", Body=b"rewritten")
+    shutil.rmtree(tmp_path / "plan" / "journal")  # the halted stage stays halted: new journal
+    res = json.loads(ok(f.execute()).out)
+    assert res["skipped"] == {"changed": 1}
+    assert res["removed"] == 0
+    body = f.client.get_object(Bucket=f.bucket, Key="data/internal/t/0.parquet")["Body"].read()
+    assert body == b"rewritten"
+
+
+def test_restore_round_trips_bytes_and_metadata(moto_server: S3Server, tmp_path: Path,
+                                                keys_dir: Path) -> None:
+    f = S3Flow(moto_server, tmp_path, keys_dir)
+    key = "data/internal/t/0.parquet"
+    f.client.copy_object(Bucket=f.bucket, Key=key, CopySource={"Bucket": f.bucket, "Key": key},
+                         Metadata={"owner": "acme", "schema": "v3"}, ContentType="x/parquet",
+                         MetadataDirective="REPLACE")
+    time.sleep(3)
+    shutil.rmtree(tmp_path / "plan")
+    f.plan_result = f.make_plan()
+    ok(f.plan_result)
+    f.approve_and_witness()
+    head = f.client.head_object(Bucket=f.bucket, Key=key)
+    body = f.client.get_object(Bucket=f.bucket, Key=key)["Body"].read()
+    ok(f.execute())
+    assert key not in f.listing()
+    ok(run_cli(["restore", str(tmp_path / "plan"), "--key", "internal/t/0.parquet"], env=f.env))
+    again = f.client.head_object(Bucket=f.bucket, Key=key)
+    assert again["Metadata"] == head["Metadata"] == {"owner": "acme", "schema": "v3"}
+    assert again["ContentType"] == "x/parquet"
+    assert f.client.get_object(Bucket=f.bucket, Key=key)["Body"].read() == body
