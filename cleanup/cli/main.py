@@ -602,6 +602,15 @@ def demo(directory: str, as_json: bool) -> None:
     say(f"Review report: {out['report']}")
 
 
+def _register_runbook() -> None:
+    from cleanup.cli.runbook_cmd import runbook_group
+
+    cli.add_command(runbook_group)
+
+
+_register_runbook()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and map errors to the documented exit codes."""
     from cleanup.errors import CleanupError
