@@ -386,15 +386,20 @@ def restore(plan_dir: str, *, stage: int | None = None, key: str | None = None,
     counts: Counter[str] = Counter()
     stages = [stage] if stage is not None else [int(s["stage"]) for s in plan["stages"]]
     for st in stages:
+        stage_counts: Counter[str] = Counter()
         if plan.get("quarantine") == "versioning":
             for k, marker in _markers(plan_dir, st).items():
                 if key is None or k == key:
-                    counts[store.remove_marker(k, marker)] += 1  # type: ignore[attr-defined]
-            continue
-        for batch in iter_stage(plan_dir, st, 1000):
-            for o in batch:
-                if key is None or o.key == key:
-                    counts[store.restore(plan_id, o.key)] += 1
+                    stage_counts[store.remove_marker(k, marker)] += 1  # type: ignore[attr-defined]
+        else:
+            for batch in iter_stage(plan_dir, st, 1000):
+                for o in batch:
+                    if key is None or o.key == key:
+                        stage_counts[store.restore(plan_id, o.key)] += 1
+        if stage_counts.get("restored"):
+            Journal(journal_path(plan_dir, st)).write("restored", key=key,
+                                                      counts=dict(stage_counts))
+        counts.update(stage_counts)
     audit.append(store, "restore", plan_id=plan_id,
                  details={"stage": stage, "key": key, "counts": dict(counts)})
     return dict(counts)

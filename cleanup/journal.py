@@ -82,13 +82,15 @@ class StageState:
     skipped: dict[str, int] = field(default_factory=dict)
     halt: dict[str, Any] | None = None
     executor: str | None = None
+    restored: int = 0
     done_batches: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"stage": self.stage, "state": self.state, "started_at": self.started_at,
                 "finished_at": self.finished_at, "batches_done": self.batches_done,
                 "moved": self.moved, "moved_bytes": self.moved_bytes,
-                "skipped": dict(self.skipped), "halt": self.halt, "executor": self.executor}
+                "skipped": dict(self.skipped), "halt": self.halt, "executor": self.executor,
+                "restored": self.restored}
 
 
 def stage_state(plan_dir: str, stage: int) -> StageState:
@@ -109,6 +111,8 @@ def stage_state(plan_dir: str, stage: int) -> StageState:
                 st.moved_bytes += int(rec.get("moved_bytes", 0))
                 for reason, n in rec.get("skipped", {}).items():
                     st.skipped[reason] = st.skipped.get(reason, 0) + int(n)
+        elif ev == "restored":
+            st.restored += int(rec.get("counts", {}).get("restored", 0))
         elif ev == "halt":
             st.state = "halted"
             st.halt = rec

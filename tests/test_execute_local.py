@@ -118,6 +118,8 @@ def test_restore_round_trips_bytes_and_never_overwrites(flow: Flow) -> None:
     for k in keys[1:]:
         assert after[k] == flow.before[k]
     assert (flow.d.store / keys[0]).read_bytes() == b"new object written since"
+    st = json.loads(ok(run_cli(["status", str(flow.plan), "--json"])).out)
+    assert st["stages"][0]["restored"] == len(keys) - 1
 
 
 def test_reconciliation_halt_leaves_batch_untouched(flow: Flow) -> None:

@@ -490,7 +490,7 @@ def status(plan_dir: str, as_json: bool) -> None:
         skipped = ", ".join(f"{k} {v}" for k, v in r["skipped"].items()) or "none"
         say(f"  stage {r['stage']}: {r['state']:11} removed {r['moved']}/{r['planned_objects']}"
             f" ({human_bytes(r['moved_bytes'])} of {human_bytes(r['planned_bytes'])}), "
-            f"skipped {skipped}")
+            f"skipped {skipped}" + (f", {r['restored']} restored since" if r["restored"] else ""))
         for label, field in (("started", "started_at"), ("finished", "finished_at"),
                              ("hold ends", "hold_ends_at")):
             if r.get(field):
