@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import unavailable as unavailable  # re-exported for tests
+
 pytest_plugins = ["tests.servers"]
 
 

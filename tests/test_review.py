@@ -7,7 +7,6 @@ is missing locally the browser tests say so when they skip; in CI they fail.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, unavailable
 from tests.test_execute_local import Flow, ok
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,10 +29,9 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
 def browser() -> Iterator[Any]:
     if not CHROMIUM:
         msg = "chromium is not installed (Debian package 'chromium'; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    sync_api = pytest.importorskip("playwright.sync_api")
+        unavailable(msg)
+    from playwright import sync_api  # a test dependency: its absence is an error
+
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -5,7 +5,6 @@ In CI the server must be reachable: these tests fail there instead of skipping.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cleanup.formats import read_meta
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, run_cli, unavailable
 
 pytestmark = pytest.mark.postgres
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -23,14 +22,13 @@ ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 @pytest.fixture(scope="module")
 def pg_db() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg
+
     try:
         admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
         msg = f"PostgreSQL at 127.0.0.1:5432 unreachable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(msg)
     name = f"cleanup_test_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
