@@ -5,7 +5,6 @@ In CI the server must be reachable: these tests fail there instead of skipping.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,34 +13,23 @@ import pyarrow.parquet as pq
 import pytest
 
 from cleanup.formats import read_meta
-from tests.conftest import assert_one_line_error, run_cli, unavailable
+from tests.conftest import assert_one_line_error, run_cli
+from tests.support import scratch_database
 
 pytestmark = pytest.mark.postgres
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(scope="module")
 def pg_db() -> Iterator[str]:
     import psycopg
 
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        msg = f"PostgreSQL at 127.0.0.1:5432 unreachable: {exc}"
-        unavailable(msg)
-    name = f"cleanup_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute("CREATE TABLE data_files (path text, tenant text)")
-        c.execute("INSERT INTO data_files SELECT 's3://lake/wh/t' || (i % 7) || '/part-' || i "
-                  "|| '.parquet', 't' || (i % 7) FROM generate_series(1, 5000) i")
-        c.execute("INSERT INTO data_files VALUES (NULL, 'x')")
-    try:
+    with scratch_database() as url:
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute("CREATE TABLE data_files (path text, tenant text)")
+            c.execute("INSERT INTO data_files SELECT 's3://lake/wh/t' || (i % 7) || '/part-' "
+                      "|| i || '.parquet', 't' || (i % 7) FROM generate_series(1, 5000) i")
+            c.execute("INSERT INTO data_files VALUES (NULL, 'x')")
         yield url
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_postgres_snapshot_uses_the_transaction_clock(pg_db: str, tmp_path: Path) -> None:

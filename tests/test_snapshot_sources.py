@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -35,13 +34,11 @@ import pytest
 from cleanup.errors import UsageError
 from cleanup.formats import read_meta
 from cleanup.snapshot import take_snapshot
-from tests.conftest import unavailable
+from tests.support import scratch_database
 
 TAKEN = "2026-05-14T21:30:00Z"
 TAKEN_DT = datetime(2026, 5, 14, 21, 30, tzinfo=UTC)
 PG_HOST = "127.0.0.1:5432"
-PG_ADMIN = f"postgresql://postgres@{PG_HOST}/postgres"
-IN_CI = os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 # Keys whose byte order, code point order and "human" order differ; NFC and NFD forms of
 # the same word are different object keys and must both survive.
@@ -448,15 +445,7 @@ def pg_scratch() -> Iterator[str]:
     """URL of a scratch database on 127.0.0.1:5432, dropped at the end of the session."""
     import psycopg
 
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        msg = f"PostgreSQL server at {PG_HOST} is unreachable: {str(exc).strip().splitlines()[0]}"
-        unavailable(msg)
-    name = f"cleanup_test_{uuid.uuid4().hex}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql://postgres@{PG_HOST}/{name}"
-    try:
+    with scratch_database() as url:
         with psycopg.connect(url, autocommit=True) as c:
             c.execute("CREATE TABLE refs (path text, n int)")
             c.cursor().executemany("INSERT INTO refs VALUES (%s, %s)",
@@ -473,9 +462,6 @@ def pg_scratch() -> Iterator[str]:
             c.execute("CREATE FUNCTION sneaky_insert() RETURNS text LANGUAGE sql VOLATILE AS "
                       "$$ INSERT INTO growing VALUES ('g/sneaky') RETURNING path $$")
         yield url
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.mark.postgres
