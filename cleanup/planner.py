@@ -28,7 +28,7 @@ from cleanup.core.stages import (
     parse_stages,
 )
 from cleanup.core.timeutil import format_duration, format_time, parse_time
-from cleanup.errors import CleanupError, InvariantViolation, UsageError
+from cleanup.errors import InvariantViolation, UsageError
 from cleanup.formats import read_meta
 
 QUARANTINE_MODES = ("copy", "versioning", "none")
@@ -365,4 +365,4 @@ def _fsync_tree(path: str) -> None:
                 os.close(fd)
 
 
-__all__ = ["PlanOptions", "PlanResult", "make_plan", "CleanupError"]
+__all__ = ["PlanOptions", "PlanResult", "make_plan"]
