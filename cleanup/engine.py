@@ -7,11 +7,13 @@ distinct tenants come back into Python.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from cleanup.core.paths import RESERVED_PREFIX, StoreRef, normalize_ref_sql, sql_literal
+from cleanup.core.paths import RESERVED_PREFIX, StoreRef, sql_literal
 from cleanup.errors import UsageError
 
 if TYPE_CHECKING:
@@ -31,6 +33,9 @@ class EngineInput:
     memory_limit: str = "1GB"
     threads: int | None = None
     temp_dir: str | None = None
+    ref_encoding: str = "literal"
+    ref_base: str | None = None
+    foreign_ok: tuple[StoreRef, ...] = ()
 
 
 @dataclass
@@ -38,6 +43,18 @@ class EngineResult:
     snapshot_rows: int = 0
     in_scope_refs: int = 0
     out_of_scope_refs: int = 0
+    folder_refs: int = 0
+    implicit_folder_refs: int = 0
+    protected_by_folder: int = 0
+    foreign_refs: int = 0
+    foreign_acknowledged: int = 0
+    foreign_where: dict[str, int] = field(default_factory=dict)
+    foreign_examples: list[str] = field(default_factory=list)
+    unresolvable_refs: int = 0
+    unresolvable_examples: list[str] = field(default_factory=list)
+    near_misses: int = 0
+    near_miss_examples: list[tuple[str, str]] = field(default_factory=list)
+    undecodable_names: int = 0
     missing_refs: int = 0
     missing_examples: list[str] = field(default_factory=list)
     scope_objects: int = 0
@@ -55,6 +72,7 @@ class EngineResult:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NEAR_MISS_MAX = 1_000_000  # missing references looked at for near-misses
 
 
 def _utc(epoch_us: Any) -> datetime | None:
@@ -93,80 +111,51 @@ class Engine:
         self.con.close()
 
     def _one(self, sql: str) -> tuple[Any, ...]:
-        row = self.con.execute(sql).fetchone()
+        rows = self.con.execute(sql).fetchall()
+        row = rows[0] if rows else None
         if row is None:
             raise RuntimeError(f"aggregate query returned no row: {sql}")
         return tuple(row)
 
     def compute(self) -> EngineResult:
-        """One pass over the snapshot, one join against the inventory.
+        """One resolution pass over the snapshot, one join against the inventory.
 
-        The snapshot is normalized on the fly (``refs``). A single
-        FULL OUTER JOIN yields both sides' unmatched rows: listed keys no
-        reference names (candidates, if old enough) and referenced keys not
-        listed (I4). The join carries only key, row number and last_modified;
-        size and etag are fetched afterwards for the few unmatched rows.
+        References are resolved by :func:`cleanup.refs.load_refs` (the one resolver).
+        A single FULL OUTER JOIN yields both sides' unmatched rows: listed keys no
+        reference names (candidates, if old enough) and referenced keys not listed
+        (I4). The join carries only key, row number and last_modified. Then
+        candidates under a referenced folder (or under a missing reference that is
+        a folder of theirs) are protected, and near-misses are looked for.
         """
         import duckdb
 
         inp = self.inp
-        inv_file = sql_literal(inp.inventory)
-        snap = f"read_parquet({sql_literal(inp.snapshot)})"
-        reserved = sql_literal(RESERVED_PREFIX)
-        # I2: last_modified + precision <= cutoff, i.e. last_modified <= cutoff - precision.
-        latest_ok = sql_literal((inp.cutoff - inp.precision).strftime("%Y-%m-%d %H:%M:%S.%f+00"))
         res = EngineResult()
         try:
-            # A view, not a table: the snapshot is already distinct and sorted, and
-            # grouping 100M normalized keys does not fit a 1GB memory limit. Two
-            # references normalizing to one key (s3:// and s3a://) only repeat a
-            # missing reference, which is counted DISTINCT below.
-            self.con.execute(
-                f"CREATE TEMP VIEW refs AS SELECT {normalize_ref_sql('key', inp.store)} AS key "
-                f"FROM {snap}"
-            )
-            total, in_scope = self._one("SELECT count(*), count(key) FROM refs")
-            res.snapshot_rows, res.in_scope_refs = int(total), int(in_scope)
-            res.out_of_scope_refs = int(total) - int(in_scope)
-            self.con.execute(
-                f"CREATE TEMP VIEW inv AS SELECT key, size, last_modified, etag, "
-                f"file_row_number AS rn FROM read_parquet({inv_file}, file_row_number = true) "
-                f"WHERE key IS NOT NULL AND NOT starts_with(key, {reserved})"
-            )
+            self._views()
+            self._resolve(res)
             # Matched rows (referenced AND listed) never leave this join: referenced
             # keys cannot become candidates.
             self.con.execute(
                 "CREATE TEMP TABLE unmatched AS SELECT i.key AS ikey, i.rn, i.last_modified, "
                 "r.key AS rkey FROM (SELECT key, rn, last_modified FROM inv) i "
-                "FULL OUTER JOIN (SELECT key FROM refs WHERE key IS NOT NULL) r "
+                "FULL OUTER JOIN (SELECT key FROM refs WHERE cls = 'key') r "
                 "ON i.key = r.key WHERE i.key IS NULL OR r.key IS NULL"
             )
+            latest_ok = self._latest_ok()
             self.con.execute(
-                f"CREATE TEMP TABLE cand AS SELECT i.key, i.size, i.last_modified, i.etag, "
+                f"CREATE TEMP TABLE cand0 AS SELECT i.key, i.size, i.last_modified, i.etag, "
                 f"coalesce(regexp_extract(i.key, {sql_literal(inp.tenant_pattern)}, "
                 f"{inp.tenant_group}), '') AS tenant FROM inv i "
                 f"WHERE i.rn IN (SELECT rn FROM unmatched WHERE rkey IS NULL "
                 f"AND last_modified <= {latest_ok}::TIMESTAMPTZ) "
                 f"AND i.last_modified <= {latest_ok}::TIMESTAMPTZ"
             )
-            (res.missing_refs,) = self._one(
-                "SELECT count(DISTINCT rkey) FROM unmatched WHERE ikey IS NULL")
-            res.missing_examples = [
-                r[0] for r in self.con.execute(
-                    "SELECT DISTINCT rkey FROM unmatched WHERE ikey IS NULL ORDER BY rkey LIMIT 5"
-                ).fetchall()
-            ]
-            so, sb, newest = self._one(
-                "SELECT count(*), coalesce(sum(size), 0), epoch_us(max(last_modified)) FROM inv")
-            res.scope_objects, res.scope_bytes = int(so), int(sb)
-            res.newest_in_scope = _utc(newest)
-            co, cb, oldest, newest_c = self._one(
-                "SELECT count(*), coalesce(sum(size), 0), epoch_us(min(last_modified)), "
-                "epoch_us(max(last_modified)) FROM cand")
-            res.candidates, res.candidate_bytes = int(co), int(cb)
-            res.oldest_candidate, res.newest_candidate = _utc(oldest), _utc(newest_c)
-            res.tenants = [r[0] for r in self.con.execute(
-                "SELECT DISTINCT tenant FROM cand ORDER BY tenant").fetchall()]
+            self.con.execute("CREATE TEMP TABLE missing AS SELECT DISTINCT rkey AS key "
+                             "FROM unmatched WHERE ikey IS NULL")
+            self._protect(res)
+            self._missing(res)
+            self._totals(res)
             self._sentinels(res)
         except duckdb.Error as exc:
             raise UsageError(f"planning query failed: {str(exc).splitlines()[0]}",
@@ -174,19 +163,127 @@ class Engine:
                                   "and `cleanup snapshot`") from None
         return res
 
+    def _latest_ok(self) -> str:
+        # I2: last_modified + precision <= cutoff, i.e. last_modified <= cutoff - precision.
+        t = self.inp.cutoff - self.inp.precision
+        return sql_literal(t.strftime("%Y-%m-%d %H:%M:%S.%f+00"))
+
+    def _views(self) -> None:
+        """``inv``: the listed objects in scope (reserved prefix and names that are not
+        UTF-8 excluded: those are never candidates)."""
+        import pyarrow.parquet as pq
+
+        inv_file = sql_literal(self.inp.inventory)
+        names = set(pq.read_schema(self.inp.inventory).names)
+        raw_ok = "AND key_raw IS NULL" if "key_raw" in names else ""
+        self.con.execute(
+            f"CREATE TEMP VIEW inv_all AS SELECT key, size, last_modified, etag, "
+            f"file_row_number AS rn, {'key_raw' if raw_ok else 'NULL::BLOB AS key_raw'} "
+            f"FROM read_parquet({inv_file}, file_row_number = true) WHERE key IS NOT NULL")
+        self.con.execute(
+            f"CREATE TEMP VIEW inv AS SELECT key, size, last_modified, etag, rn FROM inv_all "
+            f"WHERE NOT starts_with(key, {sql_literal(RESERVED_PREFIX)}) {raw_ok}")
+
+    def _resolve(self, res: EngineResult) -> None:
+        from cleanup.refs import load_refs
+
+        inp = self.inp
+        workdir = inp.temp_dir or tempfile.mkdtemp(prefix="cleanup-refs-")
+        os.makedirs(workdir, exist_ok=True)
+        stats = load_refs(self.con, f"read_parquet({sql_literal(inp.snapshot)})", inp.store,
+                          name="refs", workdir=workdir, encoding=inp.ref_encoding,
+                          base=inp.ref_base, foreign_ok=inp.foreign_ok)
+        res.snapshot_rows = stats.rows
+        res.in_scope_refs = stats.in_scope
+        res.out_of_scope_refs = stats.foreign + stats.foreign_acknowledged
+        res.folder_refs = stats.folders
+        res.foreign_refs, res.foreign_acknowledged = stats.foreign, stats.foreign_acknowledged
+        res.foreign_where = dict(stats.foreign_where.most_common(10))
+        res.foreign_examples = stats.foreign_examples
+        res.unresolvable_refs = stats.unresolvable
+        res.unresolvable_examples = stats.unresolvable_examples
+
+    def _protect(self, res: EngineResult) -> None:
+        """Candidates under a referenced folder are not candidates. A missing reference
+        that names a folder of a candidate (``t/dir`` for ``t/dir/x``) protects it too:
+        a reference to a directory written without its slash still means the files."""
+        from cleanup.refs import protect_sql
+
+        self.con.execute(
+            "CREATE TEMP VIEW protect_dirs AS SELECT key FROM refs WHERE cls = 'folder' "
+            "UNION ALL SELECT key || '/' FROM missing")
+        (has,) = self._one("SELECT count(*) FROM protect_dirs")
+        if has:
+            self.con.execute("CREATE TEMP TABLE protected AS "
+                             + protect_sql("cand0", "protect_dirs"))
+            n, implicit = self._one(
+                "SELECT count(DISTINCT key), count(DISTINCT anc) FILTER "
+                "(WHERE rtrim(anc, '/') IN (SELECT key FROM missing)) FROM protected")
+            res.protected_by_folder, res.implicit_folder_refs = int(n), int(implicit)
+            self.con.execute("CREATE TEMP TABLE cand AS SELECT * FROM cand0 "
+                             "ANTI JOIN (SELECT DISTINCT key FROM protected) p USING (key)")
+            self.con.execute("DELETE FROM missing WHERE key || '/' IN "
+                             "(SELECT anc FROM protected)")
+        else:
+            self.con.execute("CREATE TEMP TABLE cand AS SELECT * FROM cand0")
+
+    def _missing(self, res: EngineResult) -> None:
+        from cleanup.refs import near_miss_pairs
+
+        (n,) = self._one("SELECT count(*) FROM missing")
+        res.missing_refs = int(n)
+        res.missing_examples = [r[0] for r in self.con.execute(
+            "SELECT key FROM missing ORDER BY key LIMIT 5").fetchall()]
+        if n:
+            missing = (r[0] for r in self.con.execute(
+                f"SELECT key FROM missing ORDER BY key LIMIT {_NEAR_MISS_MAX}").fetchall())
+            res.near_misses, res.near_miss_examples = near_miss_pairs(
+                self.con, missing, "inv", limit=20)
+
+    def _totals(self, res: EngineResult) -> None:
+        so, sb, newest = self._one(
+            "SELECT count(*), coalesce(sum(size), 0), epoch_us(max(last_modified)) FROM inv")
+        res.scope_objects, res.scope_bytes = int(so), int(sb)
+        res.newest_in_scope = _utc(newest)
+        (res.undecodable_names,) = self._one(
+            "SELECT count(*) FROM inv_all WHERE key_raw IS NOT NULL")
+        co, cb, oldest, newest_c = self._one(
+            "SELECT count(*), coalesce(sum(size), 0), epoch_us(min(last_modified)), "
+            "epoch_us(max(last_modified)) FROM cand")
+        res.candidates, res.candidate_bytes = int(co), int(cb)
+        res.oldest_candidate, res.newest_candidate = _utc(oldest), _utc(newest_c)
+        res.tenants = [r[0] for r in self.con.execute(
+            "SELECT DISTINCT tenant FROM cand ORDER BY tenant").fetchall()]
+
     def _sentinels(self, res: EngineResult) -> None:
         if not self.inp.sentinels:
             return
         import pyarrow as pa
 
+        from cleanup.refs import protect_sql
+
         self.con.register("sent", pa.table({"key": list(self.inp.sentinels)}))
-        for table, target in (("(SELECT key FROM refs WHERE key IS NOT NULL)",
+        for table, target in (("(SELECT key FROM refs WHERE cls = 'key')",
                                res.sentinels_in_snapshot),
                               ("inv", res.sentinels_in_inventory),
                               ("cand", res.sentinels_in_candidates)):
             target.update(r[0] for r in self.con.execute(
                 f"SELECT s.key FROM sent s SEMI JOIN {table} t ON s.key = t.key").fetchall())
+        # A sentinel under a referenced folder is referenced.
+        res.sentinels_in_snapshot.update(r[0] for r in self.con.execute(
+            protect_sql("sent", "(SELECT key FROM refs WHERE cls = 'folder')")).fetchall())
         self.con.unregister("sent")
+
+    def long_keys(self, quarantine: bool) -> tuple[int, list[str]]:
+        """Candidates too long for the store (or, with ``quarantine``, for their place
+        under ``_cleanup/quarantine/<plan id>/``): they could not be moved safely."""
+        from cleanup.core.limits import too_long_sql
+
+        cond = too_long_sql("key", self.inp.store, quarantine=quarantine)
+        (n,) = self._one(f"SELECT count(*) FROM cand WHERE {cond}")
+        ex = [r[0][:120] + ("..." if len(r[0]) > 120 else "") for r in self.con.execute(
+            f"SELECT key FROM cand WHERE {cond} ORDER BY key LIMIT 3").fetchall()]
+        return int(n), ex
 
     def write_manifest(self, stage_of: dict[str, int], out: str) -> list[dict[str, Any]]:
         """Write manifest.parquet sorted by (stage, key); return per-stage counts."""

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
-from cleanup.core.paths import StoreRef, normalize_ref_sql, sql_literal
+from cleanup.core.paths import (
+    StoreRef,
+    ancestors,
+    fold_sql,
+    near_miss_forms,
+    needs_fold_sql,
+    sql_literal,
+)
 from cleanup.core.timeutil import format_time, parse_time
 from cleanup.errors import InvariantViolation, UsageError
 from cleanup.formats import read_meta
@@ -24,12 +31,19 @@ I9 = "I9 reconcile"
 class Reconciler:
     def __init__(self, source: str, store: StoreRef, plan_taken_at: datetime, *,
                  query: str | None = None, max_age: timedelta = timedelta(minutes=5),
-                 workdir: str | None = None) -> None:
+                 workdir: str | None = None, encoding: str | None = None,
+                 base: str | None = None,
+                 exists: Callable[[Sequence[str]], Collection[str]] | None = None) -> None:
         """``workdir``: where re-read snapshots go (the plan's journal dir, so that a
-        killed execution leaves nothing outside the plan)."""
+        killed execution leaves nothing outside the plan). ``encoding``/``base``: how
+        the live source spells references (default: as its snapshot file declares).
+        ``exists``: which of some keys exist in the store right now; a live reference
+        that differs from a batch key only by spelling (a near-miss) halts unless it
+        names an object of its own."""
         import duckdb
 
         self.source, self.query, self.store = source, query, store
+        self.encoding, self.base, self.exists = encoding, base, exists
         self.plan_taken_at, self.max_age = plan_taken_at, max_age
         if workdir:
             os.makedirs(workdir, exist_ok=True)
@@ -72,27 +86,67 @@ class Reconciler:
                     f"{format_time(taken_at) if taken_at else 'an unknown time'}, not after "
                     f"the plan's snapshot ({format_time(self.plan_taken_at)})",
                 hint="reconcile against the live metadata, read now")
+        from cleanup.refs import load_refs
+
+        stats = load_refs(self.con, f"read_parquet({sql_literal(path)})", self.store,
+                          name="live_refs", workdir=self.tmp,
+                          encoding=self.encoding or meta.get("ref_encoding", "literal"),
+                          base=self.base if self.base is not None else meta.get("ref_base"))
+        if stats.unresolvable:
+            raise InvariantViolation(
+                I9, f"the reconcile source has {stats.unresolvable} reference(s) that cannot "
+                    f"be resolved, e.g. {'; '.join(stats.unresolvable_examples)}",
+                hint="fix the references at the source; execution cannot prove a key "
+                     "unreferenced against references it cannot place")
+        # Keys and folders (folder keys end in '/'); every key also as a folder name
+        # without its slash, so a reference to a directory protects what is under it.
         self.con.execute(
-            f"CREATE OR REPLACE TABLE live AS SELECT DISTINCT k AS key FROM "
-            f"(SELECT {normalize_ref_sql('key', self.store)} AS k FROM "
-            f"read_parquet({sql_literal(path)})) WHERE k IS NOT NULL")
+            "CREATE OR REPLACE TABLE live AS SELECT DISTINCT key FROM live_refs")
+        self.con.execute(
+            f"CREATE OR REPLACE TABLE live_fold AS SELECT DISTINCT key AS ref, "
+            f"unnest({fold_sql('key')}) AS f FROM live WHERE {needs_fold_sql('key')}")
         self.taken_at = taken_at
         self.loaded_at = datetime.now(UTC)
 
     def referenced(self, keys: Sequence[str]) -> list[str]:
-        """The keys of ``keys`` that the live metadata references."""
+        """The keys of ``keys`` that the live metadata references: exactly, through a
+        folder that contains them (``t/dir/`` or ``t/dir``), or through a near-miss
+        spelling (NFC/NFD, percent- or ``+``-decoded) that names no object of its own."""
         import pyarrow as pa
 
         if not self.static and datetime.now(UTC) - self.loaded_at > self.max_age:
             self.refresh()
-        self.con.register("batch", pa.table({"key": list(keys)}))
+        probe_key: list[str] = []
+        probe: list[str] = []
+        form_key: list[str] = []
+        form: list[str] = []
+        for k in keys:
+            for p in [k, *ancestors(k), *(a[:-1] for a in ancestors(k)[1:])]:
+                probe_key.append(k)
+                probe.append(p)
+            for f in {k} | near_miss_forms(k):
+                form_key.append(k)
+                form.append(f)
+        self.con.register("probe", pa.table({"key": pa.array(probe_key, pa.string()),
+                                             "p": pa.array(probe, pa.string())}))
+        self.con.register("forms", pa.table({"key": pa.array(form_key, pa.string()),
+                                             "f": pa.array(form, pa.string())}))
         try:
-            rows = self.con.execute(
-                "SELECT b.key FROM batch b SEMI JOIN live l ON b.key = l.key ORDER BY b.key"
-            ).fetchall()
+            hits = {r[0] for r in self.con.execute(
+                "SELECT DISTINCT b.key FROM probe b SEMI JOIN live l ON b.p = l.key"
+            ).fetchall()}
+            near = self.con.execute(
+                "SELECT DISTINCT b.key, l.ref FROM forms b JOIN "
+                "(SELECT ref, f FROM live_fold UNION ALL SELECT key, key FROM live) l "
+                "ON b.f = l.f WHERE l.ref <> b.key").fetchall()
         finally:
-            self.con.unregister("batch")
-        return [r[0] for r in rows]
+            self.con.unregister("probe")
+            self.con.unregister("forms")
+        near = [(k, r) for k, r in near if k not in hits]
+        if near:
+            own = set(self.exists([r for _k, r in near])) if self.exists else set()
+            hits.update(k for k, r in near if r not in own)
+        return sorted(hits)
 
     def close(self) -> None:
         import shutil

@@ -122,17 +122,53 @@ def check_snapshot_sound(
 
 def check_paths_agree(
     *, in_scope_refs: int, missing_refs: int, out_of_scope_refs: int, max_missing: float,
-    examples: Iterable[str] = (),
+    examples: Iterable[str] = (), foreign_refs: int = 0, max_foreign: int = 0,
+    foreign_where: Mapping[str, int] | None = None, unresolvable_refs: int = 0,
+    unresolvable_examples: Iterable[str] = (), near_misses: int = 0,
+    near_miss_examples: Iterable[tuple[str, str]] = (), near_misses_accepted: bool = False,
 ) -> Check:
-    """I4: in-scope references missing from the inventory stay under ``max_missing``.
+    """I4: every reference resolves; foreign ones are few or named; no near-miss passes
+    silently; in-scope references missing from the inventory stay under ``max_missing``.
 
-    Many missing references mean the listing or the path normalization is
-    wrong, and then "unreferenced" means nothing.
+    Many missing references mean the listing or the path normalization is wrong, and
+    then "unreferenced" means nothing. ``out_of_scope_refs`` counts every foreign
+    reference, ``foreign_refs`` those outside the stores named as acceptable.
     """
     ex = list(examples)[:5]
-    facts = {"in_scope_refs": in_scope_refs, "missing_refs": missing_refs,
-             "out_of_scope_refs": out_of_scope_refs, "max_missing_refs": max_missing,
-             "missing_examples": ex}
+    nm = [list(p) for p in list(near_miss_examples)[:5]]
+    where = dict(foreign_where or {})
+    facts: dict[str, Any] = {
+        "in_scope_refs": in_scope_refs, "missing_refs": missing_refs,
+        "out_of_scope_refs": out_of_scope_refs, "max_missing_refs": max_missing,
+        "missing_examples": ex, "foreign_refs": foreign_refs, "max_foreign_refs": max_foreign,
+        "foreign_where": where, "unresolvable_refs": unresolvable_refs,
+        "unresolvable_examples": list(unresolvable_examples)[:5], "near_misses": near_misses,
+        "near_miss_examples": nm, "near_misses_accepted": near_misses_accepted}
+    if unresolvable_refs:
+        return Check(I4, False,
+                     f"{unresolvable_refs} reference(s) cannot be resolved without guessing, "
+                     f"e.g. {'; '.join(facts['unresolvable_examples'])}", facts,
+                     hint="fix the references at the source (store-relative keys or full "
+                          "URLs), or declare the snapshot's --ref-base/--ref-encoding")
+    if foreign_refs > max_foreign:
+        places = ", ".join(f"{w} ({n})" for w, n in list(where.items())[:5])
+        none_in = "; no reference falls inside the store" if in_scope_refs == 0 else ""
+        return Check(I4, False,
+                     f"{foreign_refs} reference(s) point outside the store, above "
+                     f"max_foreign_refs {max_foreign}: {places}{none_in}", facts,
+                     hint="if the other locations are meant, name them with "
+                          "--foreign-refs-ok STORE (recorded in the plan); otherwise the "
+                          "snapshot's paths and --store disagree")
+    if near_misses and not near_misses_accepted:
+        pairs = "; ".join(f"{r!r} ~ {k!r}" for r, k in nm)
+        return Check(I4, False,
+                     f"{near_misses} reference(s) absent from the inventory differ from an "
+                     f"inventory key only by encoding, Unicode form or dot segments "
+                     f"(reference ~ key): {pairs}", facts,
+                     hint="a near-miss usually means the reference names that file in "
+                          "another spelling: fix the snapshot's encoding (--ref-encoding uri) "
+                          "or, if they really are different files, re-plan with "
+                          "--accept-near-misses (recorded for reviewers)")
     if in_scope_refs == 0:
         return Check(I4, False,
                      f"no reference falls inside the store ({out_of_scope_refs} out of scope)",
@@ -148,7 +184,8 @@ def check_paths_agree(
                      hint="the listing or the paths are wrong: compare the snapshot's keys "
                           "with the inventory's")
     return Check(I4, True, f"{missing_refs} of {in_scope_refs} referenced keys missing "
-                           f"({frac:.4%} <= {max_missing:.4%})", facts)
+                           f"({frac:.4%} <= {max_missing:.4%}); {foreign_refs} foreign, "
+                           f"{near_misses} near-miss(es)", facts)
 
 
 def check_blast_radius(

@@ -1,27 +1,66 @@
-"""Store URLs and the canonical store-relative key form (I4 paths-agree).
+"""Store URLs and the one reference resolver (I4 paths-agree).
 
 A store is a local directory (``/path`` or ``file:///path``) or an S3 bucket and
 prefix (``s3://bucket/prefix/``). Keys are relative to the store root: for
 ``s3://b/p/`` the object ``s3://b/p/x/y`` has key ``x/y``. The reserved prefix
 ``_cleanup/`` sits at the root of every store.
 
-Reference normalization exists twice: :func:`normalize_ref` (Python, used for
-single keys such as sentinels and in property tests) and
-:func:`normalize_ref_sql` (a DuckDB expression, used at scale). A property test
-checks that the two agree on arbitrary input.
+Every reference -- at plan time, during reconciliation, for sentinels -- goes
+through :func:`resolve_ref`, which classifies it as
+
+``key``
+    a store-relative key (exact bytes; compared with the inventory exactly),
+``folder``
+    a folder inside the store (``t/dir/``; ``""`` is the store root): it
+    protects every key under it,
+``foreign``
+    a location outside the store (another bucket, root or host): counted and
+    shown, and refused above ``max_foreign_refs`` unless that store is named,
+``unresolvable``
+    a spelling that cannot be placed without guessing: refuses the plan.
+
+Equivalences (SPEC I4): schemes are case-insensitive; ``file:/p``,
+``file://localhost/p`` and ``file:///p`` are equal; ``s3``, ``s3a``, ``s3n``
+and S3 HTTPS URLs (virtual-hosted and path-style) are equal; ``.``, ``..`` and
+doubled slashes are resolved for local stores only (in an object store
+``a//b`` is its own key, and ``/k`` is refused as ambiguous); relative
+references are resolved against a declared base (default: the store root);
+percent-decoding happens only where the source's format defines it: always
+for HTTPS URLs, and for everything when the source declares ``encoding =
+"uri"`` (Delta's ``add.path``, for example).
+
+At scale the engine resolves the common spellings with the SQL expression
+:func:`fast_key_sql` and sends the rest through :func:`resolve_ref`; a
+property test checks that the two agree wherever the SQL answers.
+
+:func:`near_miss_forms` gives the spellings a reference absent from the
+inventory could have been meant as (NFC/NFD, percent- and ``+``-decoded, dot
+segments resolved): one of those being an inventory key is a near-miss.
 """
 
 from __future__ import annotations
 
-import posixpath
+import os
 import re
+import unicodedata
 from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote, unquote_plus
 
 from cleanup.errors import UsageError
 
 RESERVED_PREFIX = "_cleanup/"
 S3_SCHEMES = ("s3", "s3a", "s3n")
-_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+ENCODINGS = ("literal", "uri")
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(.*)$", re.S)
+# Virtual-hosted: bucket.s3.amazonaws.com, bucket.s3.REGION.amazonaws.com,
+# bucket.s3-REGION.amazonaws.com, bucket.s3.dualstack.REGION.amazonaws.com (and .cn).
+_S3_VHOST = re.compile(
+    r"^(?P<bucket>[a-z0-9][a-z0-9.\-_]*?)\.s3(?:[.-](?:dualstack\.)?[a-z0-9-]+)?"
+    r"\.amazonaws\.com(?:\.cn)?$")
+_S3_PATH_HOST = re.compile(r"^s3(?:[.-](?:dualstack\.)?[a-z0-9-]+)?\.amazonaws\.com(?:\.cn)?$")
+
+RefClass = Literal["key", "folder", "foreign", "unresolvable"]
 
 
 @dataclass(frozen=True)
@@ -47,23 +86,60 @@ class StoreRef:
         return self.url
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """What one reference names. ``key`` is set for ``key`` and ``folder`` (a folder's
+    key ends with ``/``, or is ``""`` for the store root); ``where`` names the other
+    location of a ``foreign`` reference; ``reason`` explains ``unresolvable``."""
+
+    cls: RefClass
+    key: str | None = None
+    where: str = ""
+    reason: str = ""
+
+
+def _file_url_path(rest: str) -> tuple[str | None, str]:
+    """The absolute path of a ``file:`` URL (after the colon), or (None, host) for
+    another host, or (None, "") when malformed."""
+    if rest.startswith("//"):
+        authority, sep, path = rest[2:].partition("/")
+        if authority.lower() not in ("", "localhost"):
+            return None, authority
+        return "/" + path if sep else "/", ""
+    if rest.startswith("/"):
+        return rest, ""
+    return None, ""
+
+
 def parse_store(url: str) -> StoreRef:
     """Parse a store URL; raise :class:`UsageError` with the accepted forms otherwise."""
     if not url:
         raise UsageError("empty store URL", hint="give a directory or s3://bucket/prefix/")
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme in S3_SCHEMES:
-        rest = url.split("://", 1)[1]
-        bucket, _, prefix = rest.partition("/")
+    if "\x00" in url:
+        raise UsageError("store URL contains a NUL character")
+    m = _SCHEME_RE.match(url)
+    scheme = m.group(1).lower() if m and "://" in url or (m and m.group(1).lower() == "file") \
+        else ""
+    if scheme in S3_SCHEMES and m:
+        rest = m.group(2)
+        if not rest.startswith("//"):
+            raise UsageError(f"store {url!r} is not an s3://bucket/prefix/ URL")
+        bucket, _, prefix = rest[2:].partition("/")
         if not bucket:
             raise UsageError(f"store {url!r} names no bucket", hint="use s3://bucket/prefix/")
         if prefix and not prefix.endswith("/"):
             prefix += "/"
-        if prefix.startswith("/") or "//" in prefix:
-            raise UsageError(f"store {url!r} has an empty path segment in its prefix")
+        segs = prefix[:-1].split("/") if prefix else []
+        if prefix.startswith("/") or any(s in ("", ".", "..") for s in segs):
+            raise UsageError(f"store {url!r} has an empty, '.' or '..' segment in its prefix")
         return StoreRef(kind="s3", bucket=bucket, prefix=prefix)
-    if scheme == "file":
-        path = url[len("file://") :]
+    if scheme == "file" and m:
+        fpath, host = _file_url_path(m.group(2))
+        if fpath is None:
+            raise UsageError(f"store {url!r}: only local file: URLs are stores"
+                             + (f" (host {host!r})" if host else ""),
+                             hint="use file:///path or a plain directory path")
+        path = fpath
     elif scheme:
         raise UsageError(
             f"unsupported store scheme {scheme!r} in {url!r}",
@@ -72,40 +148,140 @@ def parse_store(url: str) -> StoreRef:
     else:
         path = url
     if not path.startswith("/"):
-        import os
-
         path = os.path.abspath(path)
-    root = posixpath.normpath(path)
+    root, _folder = _norm_abs(path)
     if root == "/":
         raise UsageError("refusing to use the file system root as a store")
     return StoreRef(kind="local", root=root)
 
 
-def _ref_prefixes(store: StoreRef) -> list[str]:
-    """The absolute forms that a reference into ``store`` may start with."""
-    if store.kind == "s3":
-        return [f"{scheme}://{store.bucket}/{store.prefix}" for scheme in S3_SCHEMES]
-    return [f"file://{store.root}/", f"{store.root}/"]
+def _norm_abs(path: str) -> tuple[str, bool]:
+    """Resolve ``.``, ``..`` and empty segments of an absolute POSIX path (no symlinks:
+    keys never follow them). Returns the path and whether it names a folder (it ended
+    in ``/``, ``/.`` or ``/..``)."""
+    parts: list[str] = []
+    segs = path.split("/")
+    for seg in segs:
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(seg)
+    folder = segs[-1] in ("", ".", "..")
+    return "/" + "/".join(parts), folder
+
+
+def _in_local(path: str, store: StoreRef, encoding: str) -> Resolved:
+    if encoding == "uri":
+        path = unquote(path)
+    if "\x00" in path:
+        return Resolved("unresolvable", reason="NUL character")
+    norm, folder = _norm_abs(path)
+    if norm == store.root:
+        return Resolved("folder", "")
+    if norm.startswith(store.root + "/"):
+        key = norm[len(store.root) + 1:]
+        return Resolved("folder", key + "/") if folder else Resolved("key", key)
+    return Resolved("foreign", where=norm)
+
+
+def _in_s3(bucket: str, path: str, store: StoreRef) -> Resolved:
+    """``path``: the object key within ``bucket`` (already decoded where the format says)."""
+    if store.kind != "s3":
+        return Resolved("foreign", where=f"s3://{bucket}/")
+    if bucket.lower() != store.bucket.lower():
+        return Resolved("foreign", where=f"s3://{bucket}/")
+    if not path.startswith(store.prefix):
+        return Resolved("foreign", where=f"s3://{bucket}/{path.rpartition('/')[0]}/")
+    key = path[len(store.prefix):]
+    if key == "" or key.endswith("/"):
+        return Resolved("folder", key)
+    return Resolved("key", key)
+
+
+def _https(ref: str, store: StoreRef) -> Resolved:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(ref)
+        host = (parts.hostname or "").lower()
+    except ValueError as exc:
+        return Resolved("unresolvable", reason=f"malformed URL ({exc})")
+    path = unquote(parts.path)  # a URL's path is percent-encoded by definition
+    if "\x00" in path:
+        return Resolved("unresolvable", reason="NUL character")
+    vm = _S3_VHOST.match(host)
+    if vm and not _S3_PATH_HOST.match(host):
+        return _in_s3(vm.group("bucket"), path[1:], store)
+    if _S3_PATH_HOST.match(host):
+        bucket, _, key = path[1:].partition("/")
+        if not bucket:
+            return Resolved("unresolvable", reason="S3 URL names no bucket")
+        return _in_s3(bucket, key, store)
+    return Resolved("foreign", where=f"{parts.scheme.lower()}://{host}/")
+
+
+def resolve_ref(ref: str, store: StoreRef, *, base: str | None = None,
+                encoding: str = "literal") -> Resolved:
+    """Classify one reference against ``store`` (see the module docstring)."""
+    if encoding not in ENCODINGS:
+        raise UsageError(f"unknown reference encoding {encoding!r}",
+                         hint=f"use one of {', '.join(ENCODINGS)}")
+    if ref == "":
+        return Resolved("unresolvable", reason="empty reference")
+    if "\x00" in ref:
+        return Resolved("unresolvable", reason="NUL character")
+    m = _SCHEME_RE.match(ref)
+    if m:
+        scheme, rest = m.group(1).lower(), m.group(2)
+        if scheme in S3_SCHEMES:
+            if not rest.startswith("//"):
+                return Resolved("unresolvable", reason=f"{scheme}: URL without //bucket/")
+            bucket, _, path = rest[2:].partition("/")
+            if not bucket:
+                return Resolved("unresolvable", reason="S3 URL names no bucket")
+            if encoding == "uri":
+                path = unquote(path)
+            return _in_s3(bucket, path, store)
+        if scheme == "file":
+            fpath, host = _file_url_path(rest)
+            if fpath is None:
+                if host:
+                    return Resolved("foreign", where=f"file://{host}/")
+                return Resolved("unresolvable", reason="file: URL without an absolute path")
+            if store.kind != "local":
+                return Resolved("foreign", where="file:///")
+            return _in_local(fpath, store, encoding)
+        if scheme in ("http", "https"):
+            return _https(ref, store)
+        if rest.startswith("//"):
+            authority = rest[2:].partition("/")[0]
+            return Resolved("foreign", where=f"{scheme}://{authority}/")
+        # "a:b" with no "//": a key that contains a colon, not a URL.
+    if ref.startswith("/"):
+        if store.kind == "local":
+            return _in_local(ref, store, encoding)
+        return Resolved("unresolvable",
+                        reason="a leading '/' is ambiguous in an object store (a key of its "
+                               "own, or an absolute path?)")
+    if base is not None:
+        joined = base if base.endswith("/") else base + "/"
+        return resolve_ref(joined + ref, store, encoding=encoding)
+    if store.kind == "local":
+        return _in_local(store.root + "/" + ref, store, encoding)
+    key = unquote(ref) if encoding == "uri" else ref
+    if key.endswith("/"):
+        return Resolved("folder", key)
+    return Resolved("key", key)
 
 
 def normalize_ref(ref: str, store: StoreRef) -> str | None:
-    """Map a metadata reference to a store-relative key, or ``None`` if out of scope.
-
-    Accepted forms: a store-relative key (``x/y``); an S3 URL with scheme s3, s3a
-    or s3n naming this bucket and prefix; for local stores an absolute path or
-    ``file://`` URL under the root. Anything else (another bucket, another
-    scheme, an absolute path into an S3 store) is out of scope, which is safe
-    because out-of-scope references cannot make a key in this store a candidate
-    ... but they are counted, and a snapshot with no in-scope reference is
-    refused (I4), since that means the paths do not agree.
-    """
-    for prefix in _ref_prefixes(store):
-        if ref.startswith(prefix):
-            key = ref[len(prefix) :]
-            return key or None
-    if _SCHEME_RE.match(ref) or ref.startswith("/"):
-        return None
-    return ref or None
+    """The store-relative key a plain reference names, or None (folder, foreign,
+    unresolvable). For single values such as sentinels."""
+    r = resolve_ref(ref, store)
+    return r.key if r.cls == "key" else None
 
 
 def sql_literal(value: str) -> str:
@@ -113,23 +289,89 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def normalize_ref_sql(column: str, store: StoreRef) -> str:
-    """The DuckDB expression equivalent of :func:`normalize_ref` over ``column``."""
+def _simple_tail_sql(expr: str) -> str:
+    """SQL: ``expr`` is a relative path with no dot segment, doubled or trailing slash."""
+    return (f"({expr} <> '' AND NOT contains({expr}, '//') AND NOT contains({expr}, '/./') "
+            f"AND NOT contains({expr}, '/../') AND NOT starts_with({expr}, '/') "
+            f"AND NOT starts_with({expr}, './') AND NOT starts_with({expr}, '../') "
+            f"AND NOT ends_with({expr}, '/') AND NOT ends_with({expr}, '/.') "
+            f"AND NOT ends_with({expr}, '/..') AND {expr} NOT IN ('.', '..') "
+            f"AND NOT contains({expr}, chr(0)))")
+
+
+def fast_prefixes(store: StoreRef) -> list[str]:
+    """Exact spellings of the store root that the SQL fast path strips."""
+    if store.kind == "s3":
+        return [f"{s}://{store.bucket}/{store.prefix}" for s in S3_SCHEMES]
+    return [f"{store.root}/", f"file://{store.root}/", f"file:{store.root}/",
+            f"file://localhost{store.root}/"]
+
+
+def fast_key_sql(column: str, store: StoreRef, encoding: str = "literal") -> str:
+    """A DuckDB expression giving the key of the common spellings of a reference, and
+    NULL for every other spelling (which :func:`resolve_ref` then classifies).
+
+    Wherever it is not NULL it equals ``resolve_ref(ref).key`` with class ``key``.
+    """
     whens = []
-    for prefix in _ref_prefixes(store):
+    extra = f" AND NOT contains({column}, '%')" if encoding == "uri" else ""
+    for prefix in fast_prefixes(store):
         lit = sql_literal(prefix)
-        # substr counts code points in DuckDB, as len() does in Python.
-        whens.append(
-            f"WHEN starts_with({column}, {lit}) THEN "
-            f"nullif(substr({column}, {len(prefix) + 1}), '')"
-        )
-    # contains(':') first: the regex only runs on the few keys that could have a scheme.
-    whens.append(
-        f"WHEN (contains({column}, ':') AND "
-        f"regexp_matches({column}, '^[A-Za-z][A-Za-z0-9+.\\-]*:')) "
-        f"OR starts_with({column}, '/') THEN NULL"
-    )
-    return f"(CASE {' '.join(whens)} ELSE nullif({column}, '') END)"
+        tail = f"substr({column}, {len(prefix) + 1})"  # substr counts code points
+        whens.append(f"WHEN starts_with({column}, {lit}) AND {_simple_tail_sql(tail)}{extra} "
+                     f"THEN {tail}")
+    whens.append(f"WHEN NOT contains({column}, ':') AND {_simple_tail_sql(column)}{extra} "
+                 f"THEN {column}")
+    return f"(CASE {' '.join(whens)} ELSE NULL END)"
+
+
+def _dot_resolved(key: str) -> str | None:
+    norm, folder = _norm_abs("/" + key)
+    out = norm[1:] + ("/" if folder and norm != "/" else "")
+    return out if out and out != key else None
+
+
+def near_miss_forms(key: str) -> set[str]:
+    """Spellings that a reference ``key`` absent from the inventory may have meant:
+    NFC and NFD forms, percent- and ``+``-decoded forms (and their NFC/NFD), the key
+    with dot segments and doubled slashes resolved, a leading ``/`` dropped."""
+    forms: set[str] = set()
+    decoded = {key, unquote(key), unquote_plus(key), key.replace("+", " ")}
+    for d in decoded:
+        forms.update({d, unicodedata.normalize("NFC", d), unicodedata.normalize("NFD", d)})
+    for f in list(forms):
+        dot = _dot_resolved(f)
+        if dot:
+            forms.add(dot)
+        if f.startswith("/"):
+            forms.add(f.lstrip("/"))
+    forms.discard(key)
+    forms.discard("")
+    return forms
+
+
+def fold_sql(expr: str) -> str:
+    """DuckDB list of the folded forms of ``expr`` (NFC of it, of its percent-decoded and
+    its ``+``-decoded form) for near-miss joins; ``try`` keeps invalid escapes literal."""
+    return (f"list_distinct([nfc_normalize({expr}), "
+            f"nfc_normalize(coalesce(try(url_decode({expr})), {expr})), "
+            f"nfc_normalize(coalesce(try(url_decode(replace({expr}, '+', ' '))), {expr}))])")
+
+
+def needs_fold_sql(expr: str) -> str:
+    """SQL: ``expr`` could fold to something else (has ``%``, ``+`` or non-ASCII)."""
+    return (f"(contains({expr}, '%') OR contains({expr}, '+') "
+            f"OR strlen({expr}) <> length({expr}))")
+
+
+def ancestors(key: str) -> list[str]:
+    """The folders containing ``key``, as folder keys: ``a/b/c`` -> ``["", "a/", "a/b/"]``."""
+    out = [""]
+    pos = key.find("/")
+    while pos != -1:
+        out.append(key[: pos + 1])
+        pos = key.find("/", pos + 1)
+    return out
 
 
 def is_reserved(key: str) -> bool:

@@ -21,7 +21,7 @@ _DURATIONS = {
     "min_buffer", "min_hold", "approval_ttl", "witness_ttl", "max_clock_skew", "retention",
 }
 _FRACTIONS = {"max_missing_refs", "max_delete_fraction", "max_skip_fraction"}
-_COUNTS = {"min_approvals", "probe_sample"}
+_COUNTS = {"min_approvals", "probe_sample", "max_foreign_refs"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Policy:
     min_buffer: timedelta = FLOOR_MIN_BUFFER
     min_hold: timedelta = FLOOR_MIN_HOLD
     max_missing_refs: float = 0.001
+    max_foreign_refs: int = 0
     max_delete_fraction: float = 0.10
     max_skip_fraction: float = 0.01
     min_approvals: int = 1
