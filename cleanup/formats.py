@@ -3,13 +3,24 @@
 Inventory Parquet
     columns ``key`` (string, store-relative), ``size`` (int64),
     ``last_modified`` (timestamp[us, UTC]), ``etag`` (string, quotes stripped,
-    nullable), ``version_id`` (string, nullable); file metadata (all strings):
+    nullable), ``version_id`` (string, nullable), ``key_raw`` (binary,
+    nullable); file metadata (all strings):
     ``cleanup.kind=inventory``, ``cleanup.store`` (store URL),
     ``cleanup.listed_at`` (ISO 8601 UTC), ``cleanup.listed_at_clock``,
     ``cleanup.precision_us`` (how much later than ``last_modified`` an object may
     really have been written: S3 listings truncate to whole seconds, so 1000000),
     ``cleanup.source`` (``listing`` or ``s3-inventory:<manifest>``),
-    ``cleanup.rows``.
+    ``cleanup.rows``, ``cleanup.undecodable_names`` (rows with ``key_raw``).
+
+    ``key_raw`` is NULL for every ordinary key. It is set for a local file whose
+    name is not UTF-8 (``b'bad\\xff.bin'``): Parquet strings must be UTF-8, so
+    ``key_raw`` holds the exact name bytes relative to the root and ``key`` a
+    display form (the bytes decoded as UTF-8 with backslash escapes,
+    ``bad\\xff.bin``). A UTF-8 reference can never name such a file exactly, so
+    **a row with key_raw set is never a candidate**; the display form may even
+    equal a real key. Inventories written before the column existed have no
+    ``key_raw``: readers treat a missing column as all NULL
+    (:func:`inventory_key_raw_sql`).
 
 Snapshot Parquet
     column ``key`` (string; a reference as the metadata holds it, normalized at
@@ -42,8 +53,40 @@ def inventory_schema() -> pa.Schema:
             ("last_modified", pa.timestamp("us", tz="UTC")),
             ("etag", pa.string()),
             ("version_id", pa.string()),
+            ("key_raw", pa.binary()),
         ]
     )
+
+
+def inventory_key_raw_sql(path: str) -> str:
+    """DuckDB expression for an inventory's ``key_raw``: the column where the file has it,
+    else NULL (inventories written before the column existed)."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, ValueError):
+        names = []  # unreadable: the reader's own read_parquet reports it
+    return "key_raw" if "key_raw" in names else "CAST(NULL AS BLOB)"
+
+
+def split_key(key: str) -> tuple[str, bytes | None]:
+    """``(key, key_raw)`` inventory columns for a listed key.
+
+    A key that is UTF-8 text is itself, with no raw bytes. A local name that is not
+    UTF-8 arrives surrogate-escaped (as ``os.fsdecode`` gives it); it becomes its
+    exact bytes and a display form with backslash escapes.
+    """
+    if key.isascii():
+        return key, None
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        import os
+
+        raw = os.fsencode(key)
+        return raw.decode("utf-8", "backslashreplace"), raw
+    return key, None
 
 
 def snapshot_schema() -> pa.Schema:

@@ -2,6 +2,10 @@
 
 The listing is streamed: rows are buffered in batches of ``BATCH_ROWS`` and
 written as Parquet row groups, so memory does not grow with the bucket.
+
+A local file whose name is not UTF-8 is listed, not dropped and not a crash: its
+exact bytes go to ``key_raw`` and ``key`` holds a display form (see
+:mod:`cleanup.formats`); the count is in ``cleanup.undecodable_names``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from cleanup.core.timeutil import format_time
-from cleanup.formats import encode_meta, inventory_schema
+from cleanup.formats import encode_meta, inventory_schema, split_key
 from cleanup.stores.base import ObjectInfo
 
 if TYPE_CHECKING:
@@ -34,12 +38,13 @@ class InventoryResult:
     listed_at: datetime
     precision: timedelta
     source: str
+    undecodable_names: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "store": self.store, "objects": self.objects,
                 "bytes": self.bytes, "listed_at": format_time(self.listed_at),
                 "precision_us": self.precision // timedelta(microseconds=1),
-                "source": self.source}
+                "source": self.source, "undecodable_names": self.undecodable_names}
 
 
 def _batches(objects: Iterable[ObjectInfo]) -> Iterator[pa.RecordBatch]:
@@ -48,7 +53,9 @@ def _batches(objects: Iterable[ObjectInfo]) -> Iterator[pa.RecordBatch]:
     schema = inventory_schema()
     cols: dict[str, list[Any]] = {n: [] for n in schema.names}
     for o in objects:
-        cols["key"].append(o.key)
+        key, raw = split_key(o.key)
+        cols["key"].append(key)
+        cols["key_raw"].append(raw)
         cols["size"].append(o.size)
         cols["last_modified"].append(o.last_modified)
         cols["etag"].append(o.etag)
@@ -65,28 +72,34 @@ def write_inventory(
     out: str,
     meta: dict[str, str],
     progress: Progress | None = None,
-) -> tuple[int, int]:
-    """Stream ``batches`` to ``out`` atomically (temp file + rename); return (rows, bytes)."""
+) -> tuple[int, int, int]:
+    """Stream ``batches`` to ``out`` atomically (temp file + rename).
+
+    Returns (rows, bytes, rows with ``key_raw`` set).
+    """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     tmp = f"{out}.tmp-{os.getpid()}"
-    rows = total = 0
+    rows = total = undecodable = 0
     try:
         with pq.ParquetWriter(tmp, inventory_schema(), compression="zstd") as writer:
             for batch in batches:
                 writer.write_batch(batch)
                 rows += batch.num_rows
                 total += int(pc.sum(batch.column("size")).as_py() or 0)
+                raw = batch.column("key_raw")
+                undecodable += len(raw) - raw.null_count
                 if progress:
                     progress(rows, total)
-            writer.add_key_value_metadata(encode_meta({**meta, "rows": str(rows)}))
+            writer.add_key_value_metadata(encode_meta(
+                {**meta, "rows": str(rows), "undecodable_names": str(undecodable)}))
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return rows, total
+    return rows, total, undecodable
 
 
 def list_store(store: Store, out: str, progress: Progress | None = None,
@@ -106,8 +119,10 @@ def list_store(store: Store, out: str, progress: Progress | None = None,
         "source": "listing",
         "time_source": time_source if store.ref.kind == "local" else "s3-last-modified",
     }
-    rows, total = write_inventory(_batches(store.iter_objects()), out, meta, progress)
-    return InventoryResult(out, store.ref.url, rows, total, listed_at, store.precision, "listing")
+    rows, total, undecodable = write_inventory(_batches(store.iter_objects()), out, meta,
+                                               progress)
+    return InventoryResult(out, store.ref.url, rows, total, listed_at, store.precision, "listing",
+                           undecodable)
 
 
 def read_s3_inventory(
@@ -130,7 +145,7 @@ def read_s3_inventory(
     if manifest.startswith("s3://"):
         from cleanup.stores.s3 import make_client
 
-        client = make_client(endpoint_url, region)
+        client = make_client(endpoint_url, region, what=f"S3 Inventory manifest {manifest}")
     report = load_manifest(manifest, s3_client=client)
     precision = timedelta(seconds=1)
     meta = {
@@ -143,6 +158,6 @@ def read_s3_inventory(
         "time_source": "s3-last-modified",
     }
     batches = iter_inventory_batches(report, ref, s3_client=client)
-    rows, total = write_inventory(batches, out, meta, progress)
+    rows, total, undecodable = write_inventory(batches, out, meta, progress)
     return InventoryResult(out, ref.url, rows, total, report.created_at, precision,
-                           f"s3-inventory:{manifest}")
+                           f"s3-inventory:{manifest}", undecodable)

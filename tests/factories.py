@@ -32,6 +32,7 @@ def write_inventory_file(
             "last_modified": [o[2] for o in objects],
             "etag": [hashlib.md5(o[0].encode()).hexdigest() for o in objects],  # noqa: S324
             "version_id": [None] * len(objects),
+            "key_raw": [None] * len(objects),
         },
         schema=schema,
     )

@@ -162,7 +162,7 @@ def test_csv_report_with_prefix_store(tmp_path: Path) -> None:
     assert keys_of(rows) == MIXED_EXPECTED
     first = rows[0]
     assert first == {"key": "a b.txt", "size": 10, "last_modified": T0_DT,
-                     "etag": "quoted-etag", "version_id": "v2"}
+                     "etag": "quoted-etag", "version_id": "v2", "key_raw": None}
     assert (rows[1]["etag"], rows[1]["size"], rows[1]["version_id"]) == (None, 0, None)
     assert rows[2]["size"] == 12345678901
     assert rows[4]["last_modified"] == T0_DT.replace(microsecond=123000)
@@ -283,7 +283,7 @@ def test_parquet_report(tmp_path: Path) -> None:
     # Parquet keys are not URL-encoded: '%25' and '+' stay as they are.
     assert keys_of(rows) == [*MIXED_EXPECTED, "100%25 literal", "plus+means+plus"]
     assert rows[0] == {"key": "a b.txt", "size": 10, "last_modified": T0_DT,
-                       "etag": "quoted-etag", "version_id": "v2"}
+                       "etag": "quoted-etag", "version_id": "v2", "key_raw": None}
     assert rows[1]["etag"] is None
 
 

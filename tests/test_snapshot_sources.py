@@ -183,10 +183,12 @@ def test_parquet_key_list_column_selection(tmp_path: Path) -> None:
     res = take_snapshot(str(src), str(out), column="path", taken_at=TAKEN_DT)
     assert read_keys(out) == ["a", "c"]
     assert res.source.endswith("#path")
-    # A non-string column is cast to text.
+    # A non-string column is refused, not cast: the file "007" listed as the integer 7
+    # would become the key "7", and the referenced file "007" a candidate.
     out2 = tmp_path / "snap2.parquet"
-    take_snapshot(str(src), str(out2), column="n", taken_at=TAKEN_DT)
-    assert read_keys(out2) == ["1", "2", "3"]
+    with pytest.raises(UsageError, match="column 'n' is BIGINT, not text"):
+        take_snapshot(str(src), str(out2), column="n", taken_at=TAKEN_DT)
+    assert not out2.exists()
 
 
 def test_digest_is_sha256_of_sorted_keys_plus_newline(tmp_path: Path) -> None:

@@ -542,8 +542,10 @@ def _to_output(batch: Any, cols: dict[str, str], store: StoreRef, loc: str, *,
     etag = optional_string(_ETAG)
     etag = pc.utf8_trim(etag, characters='"')
     etag = pc.if_else(pc.equal(etag, ""), pa.scalar(None, pa.string()), etag)
+    # S3 keys are always UTF-8 text: key_raw (for local names that are not) stays NULL.
     return pa.RecordBatch.from_arrays(
-        [pa.array(keys, type=pa.string()), size, mtime, etag, optional_string(_VERSION)],
+        [pa.array(keys, type=pa.string()), size, mtime, etag, optional_string(_VERSION),
+         pa.nulls(len(keys), type=pa.binary())],
         schema=inventory_schema())
 
 
