@@ -529,17 +529,10 @@ def find_runbooks(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def default_root() -> click.Command:
-    from cleanup.cli.main import cli
-
-    return cli
-
-
-def check_paths(paths: Iterable[str | Path], root: click.Command | None = None, *,
+def check_paths(paths: Iterable[str | Path], root: click.Command, *,
                 today: date | None = None, max_review_age: int | None = None) -> CheckReport:
-    """Check every runbook under ``paths`` against the click tree ``root``
-    (default: the ``cleanup`` CLI)."""
-    root = root or default_root()
+    """Check every runbook under ``paths`` against the click tree ``root`` (the CLI
+    passes its own root command: the library never imports the CLI)."""
     today = today or datetime.now(UTC).date()
     report = CheckReport([], [])
     names = [str(p) for p in paths]
