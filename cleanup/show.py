@@ -76,6 +76,25 @@ def human_bytes(n: int | float) -> str:
     return f"{x:.1f} PiB"
 
 
+def _references_line(refs: dict[str, Any]) -> str:
+    """How the snapshot's references resolved against the store (I4), in words."""
+    parts = [f"{refs.get('in_scope', 0)} in the store ({refs.get('encoding', 'literal')} "
+             f"spelling)", f"{refs.get('missing', 0)} missing"]
+    if refs.get("folders"):
+        parts.append(f"{refs['folders']} folder(s) protecting "
+                     f"{refs.get('protected_by_folder', 0)} object(s)")
+    foreign = int(refs.get("foreign", 0)) + int(refs.get("foreign_acknowledged", 0))
+    if foreign:
+        parts.append(f"{foreign} outside the store"
+                     + (f" (accepted: {', '.join(refs.get('foreign_ok', []))})"
+                        if refs.get("foreign_ok") else ""))
+    if refs.get("near_misses"):
+        parts.append(f"{refs['near_misses']} near-miss(es) accepted")
+    if refs.get("undecodable_names"):
+        parts.append(f"{refs['undecodable_names']} listed name(s) not UTF-8, never candidates")
+    return "; ".join(parts)
+
+
 def render(summary: dict[str, Any]) -> None:
     """Print ``summary`` with rich (imported here: only ``show`` pays for it)."""
     from rich.console import Console
@@ -106,6 +125,9 @@ def render(summary: dict[str, Any]) -> None:
     snap = inputs["snapshot"]
     t.add_row("snapshot", f"{snap['source']}: {snap['rows']} references, taken_at "
                           f"{snap['taken_at']['time']} ({snap['taken_at']['clock']})")
+    refs = p.get("references", {})
+    if refs:
+        t.add_row("references", _references_line(refs))
     t.add_row("cutoff", f"{p['cutoff']['time']} = taken_at - buffer {p['buffer']}")
     t.add_row("quarantine / hold", f"{p['quarantine']} / {p['hold']}")
     t.add_row("author", f"{p['author']} at {p['created_at']['time']}")

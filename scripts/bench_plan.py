@@ -265,7 +265,7 @@ def generate(workdir: Path, objects: int, fraction: float, created: list[Path]) 
         created.append(inv)
         con.execute(
             f"COPY (SELECT key, size, last_modified, md5(key) AS etag, "
-            f"NULL::VARCHAR AS version_id FROM ("
+            f"NULL::VARCHAR AS version_id, NULL::BLOB AS key_raw FROM ("
             f"SELECT {key_sql} AS key, "
             f"(1024 + hash(i, 'size') % {64 << 20})::BIGINT AS size, "
             f"make_timestamp({end_us}::BIGINT - (hash(i, 'mtime') % {span_s})::BIGINT * 1000000)"
