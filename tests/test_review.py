@@ -49,8 +49,22 @@ def test_review_writes_a_self_contained_report(flow: Flow, tmp_path: Path) -> No
     assert "VERIFIED" in text
     for needle in ("http://", "https://", "<script", "<link"):
         assert needle not in text, needle  # no network, no CDN
-    # Keys are escaped: a key with markup cannot inject into the page.
     assert "<svg" in text
+
+
+def test_review_escapes_keys_with_markup(tmp_path: Path, alice_key: Path) -> None:
+    """A key with markup cannot inject into the page: it appears escaped, never raw."""
+    from tests.test_plan_cli import OLD, Case
+
+    case = Case(tmp_path, alice_key)
+    evil = 'acme/t/<img src=x onerror="alert(1)">&.parquet'
+    case.write(objects=[*case.objects, (evil, 10, OLD)])
+    ok(case.plan())
+    out = tmp_path / "report.html"
+    ok(run_cli(["review", str(tmp_path / "plan"), "--html", str(out)]))
+    text = out.read_text()
+    assert "<img" not in text
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;.parquet" in text
 
 
 def test_report_renders_in_chromium(flow: Flow, tmp_path: Path, browser: Any) -> None:

@@ -288,21 +288,16 @@ def test_options_that_do_not_fit_the_source_are_refused(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_txt_key_list_keeps_its_first_line(tmp_path: Path) -> None:
-    """A .txt list is one key per line: its first key is not a header to drop.
-
-    Dropping it silently would leave a referenced file unreferenced, i.e. a deletion
-    candidate. Refusing the format is acceptable too.
-    """
+def test_txt_key_list_is_refused_not_guessed(tmp_path: Path) -> None:
+    """A .txt list has no header convention: guessing one could drop its first key (a
+    referenced file would become a candidate). It is refused, naming the formats."""
     src = tmp_path / "refs.txt"
     src.write_text("t/k1\nt/k2\nt/k3\n")
     out = tmp_path / "snap.parquet"
-    try:
-        res = take_snapshot(str(src), str(out), taken_at=TAKEN_DT)
-    except UsageError:
-        return
-    assert read_keys(out) == ["t/k1", "t/k2", "t/k3"], "the first key was taken as a header"
-    assert res.rows == 3
+    with pytest.raises(UsageError, match="cannot tell what kind of source") as exc:
+        take_snapshot(str(src), str(out), taken_at=TAKEN_DT)
+    assert exc.value.hint is not None and ".csv" in exc.value.hint
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------- DuckDB / SQLite
