@@ -177,7 +177,8 @@ class Engine:
         names = set(pq.read_schema(self.inp.inventory).names)
         raw_ok = "AND key_raw IS NULL" if "key_raw" in names else ""
         self.con.execute(
-            f"CREATE TEMP VIEW inv_all AS SELECT key, size, last_modified, etag, "
+            f"CREATE TEMP VIEW inv_all AS SELECT key, size, "
+            f"CAST(last_modified AS TIMESTAMPTZ) AS last_modified, etag, "
             f"file_row_number AS rn, {'key_raw' if raw_ok else 'NULL::BLOB AS key_raw'} "
             f"FROM read_parquet({inv_file}, file_row_number = true) WHERE key IS NOT NULL")
         self.con.execute(

@@ -27,9 +27,17 @@ from cleanup.core.stages import (
     compile_tenant_pattern,
     parse_stages,
 )
-from cleanup.core.timeutil import format_duration, format_time, parse_time
+from cleanup.core.timeutil import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_DURATION,
+    format_duration,
+    format_time,
+    parse_time,
+)
 from cleanup.errors import InvariantViolation, UsageError
 from cleanup.formats import read_meta
+from cleanup.inputs import check_inventory, check_snapshot
 
 QUARANTINE_MODES = ("copy", "versioning", "none")
 PLAN_FORMAT = "cleanup-plan/1"
@@ -59,6 +67,8 @@ class PlanOptions:
     memory_limit: str = "1GB"
     threads: int | None = None
     unsafe_store_without_conditional_writes: bool = False
+    foreign_refs_ok: tuple[str, ...] = ()
+    accept_near_misses: bool = False
     now: datetime | None = None  # tests only: the CLI always uses the real clock
 
 
@@ -117,6 +127,12 @@ def _resolve_policy(opts: PlanOptions) -> tuple[Policy, timedelta, timedelta, li
                          f"to {format_duration(hold)} (--override-minimums)")
         policy = policy.with_values({"min_hold": hold})
     overrides += policy.check_floors(opts.override_minimums)
+    if opts.accept_near_misses:
+        overrides.append("accept_near_misses: references that differ from an inventory key "
+                         "only by encoding or Unicode form are taken as different files (I4)")
+    if opts.foreign_refs_ok:
+        overrides.append("foreign_refs_ok: references into " + ", ".join(opts.foreign_refs_ok)
+                         + " are accepted as outside this store (I4)")
     if opts.unsafe_store_without_conditional_writes:
         overrides.append("unsafe_store_without_conditional_writes: the store lock (I12) cannot "
                          "exclude a second executor")
@@ -193,11 +209,14 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
     checks[-1].raise_if_failed()
     if taken_at is None:  # unreachable: I3 refused it above
         raise RuntimeError("snapshot without taken_at passed I3")
+    _check_time_range(buffer, hold, opts.cutoff)
     c1, cutoff = inv.derive_cutoff(taken_at, buffer, policy.min_buffer, opts.cutoff)
     checks.append(c1)
     c1.raise_if_failed()
 
-    precision = timedelta(microseconds=int(inv_meta.get("precision_us", "1000000")))
+    # I2: the largest of the declared precision, the column's unit and the store's.
+    precision = max(check_inventory(opts.inventory).precision, store.precision)
+    check_snapshot(opts.snapshot)
     listed_at = parse_time(inv_meta["listed_at"])
 
     region = _store_region(ref, store, opts.region)
@@ -215,9 +234,13 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
             inventory=os.path.abspath(opts.inventory), snapshot=os.path.abspath(opts.snapshot),
             store=ref, cutoff=cutoff, precision=precision, tenant_pattern=opts.tenant_pattern,
             tenant_group=group, sentinels=sentinels, memory_limit=opts.memory_limit,
-            threads=opts.threads, temp_dir=os.path.join(work, ".spill")))
+            threads=opts.threads, temp_dir=os.path.join(work, ".spill"),
+            ref_encoding=snap_meta.get("ref_encoding", "literal"),
+            ref_base=snap_meta.get("ref_base") or None,
+            foreign_ok=tuple(parse_store(s) for s in opts.foreign_refs_ok)))
         try:
             res = engine.compute()
+            checks.append(_check_key_lengths(engine, opts.quarantine))
             checks += [
                 inv.check_precision(newest_candidate=res.newest_candidate, precision=precision,
                                     cutoff=cutoff),
@@ -225,7 +248,15 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
                                       missing_refs=res.missing_refs,
                                       out_of_scope_refs=res.out_of_scope_refs,
                                       max_missing=policy.max_missing_refs,
-                                      examples=res.missing_examples),
+                                      examples=res.missing_examples,
+                                      foreign_refs=res.foreign_refs,
+                                      max_foreign=policy.max_foreign_refs,
+                                      foreign_where=res.foreign_where,
+                                      unresolvable_refs=res.unresolvable_refs,
+                                      unresolvable_examples=res.unresolvable_examples,
+                                      near_misses=res.near_misses,
+                                      near_miss_examples=res.near_miss_examples,
+                                      near_misses_accepted=opts.accept_near_misses),
                 inv.check_blast_radius(candidates=res.candidates,
                                        candidate_bytes=res.candidate_bytes,
                                        scope_objects=res.scope_objects,
@@ -289,7 +320,19 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
                       "newest_last_modified": format_time(res.newest_in_scope)
                       if res.newest_in_scope else None},
             "references": {"rows": res.snapshot_rows, "in_scope": res.in_scope_refs,
-                           "out_of_scope": res.out_of_scope_refs, "missing": res.missing_refs},
+                           "out_of_scope": res.out_of_scope_refs, "missing": res.missing_refs,
+                           "encoding": snap_meta.get("ref_encoding", "literal"),
+                           "base": snap_meta.get("ref_base") or None,
+                           "folders": res.folder_refs,
+                           "implicit_folders": res.implicit_folder_refs,
+                           "protected_by_folder": res.protected_by_folder,
+                           "foreign": res.foreign_refs,
+                           "foreign_acknowledged": res.foreign_acknowledged,
+                           "foreign_ok": sorted(opts.foreign_refs_ok),
+                           "foreign_where": res.foreign_where,
+                           "near_misses": res.near_misses,
+                           "near_miss_examples": [list(p) for p in res.near_miss_examples],
+                           "undecodable_names": res.undecodable_names},
             "manifest": {"path": "manifest.parquet", "sha256": sha256_file(manifest),
                          "objects": res.candidates, "bytes": res.candidate_bytes,
                          "oldest_last_modified": format_time(res.oldest_candidate)
@@ -321,6 +364,35 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
         return PlanResult(out, plan_id, plan)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_time_range(buffer: timedelta, hold: timedelta, cutoff: datetime | None) -> None:
+    """Refuse durations and times whose arithmetic would leave datetime's range."""
+    for option, d in (("--buffer", buffer), ("--hold", hold)):
+        if d > MAX_DURATION:
+            raise UsageError(f"{option} {format_duration(d)} is longer than 100 years")
+    if cutoff is not None and not EARLIEST_TIME <= cutoff < LATEST_TIME:
+        raise UsageError(f"--cutoff {cutoff.isoformat()} is out of range",
+                         hint="give a time between the years 1000 and 8999 (UTC)")
+
+
+def _check_key_lengths(engine: Any, quarantine: str) -> inv.Check:
+    """Keys beyond the store's limits (S3 1,024 bytes; NAME_MAX/PATH_MAX locally), or
+    beyond them once moved under the quarantine prefix, are refused at plan time: a
+    move that fails mid-stage is the one failure quarantine must not have."""
+    n, examples = engine.long_keys(quarantine == "copy")
+    invariant = "I11 recoverable" if quarantine == "copy" else inv.I4
+    if n:
+        return inv.Check(invariant, False,
+                         f"{n} candidate key(s) are too long for the store"
+                         + (" once moved under _cleanup/quarantine/<plan id>/"
+                            if quarantine == "copy" else "")
+                         + f", e.g. {', '.join(repr(e) for e in examples)}",
+                         {"too_long": n},
+                         hint="shorten the store root or prefix, or remove these by hand "
+                              "after review")
+    return inv.Check(invariant, True, "every candidate key fits the store and its quarantine",
+                     {"too_long": 0})
 
 
 def _sentinel_key(s: str, ref: StoreRef) -> str:

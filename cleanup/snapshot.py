@@ -58,7 +58,8 @@ def _strip_scheme(source: str) -> str:
     return source
 
 
-def finalize_snapshot(raw: RawSnapshot, out: str) -> SnapshotResult:
+def finalize_snapshot(raw: RawSnapshot, out: str, *, ref_encoding: str = "literal",
+                      ref_base: str | None = None) -> SnapshotResult:
     """Write distinct references in byte order to ``out`` with digest and metadata."""
     import duckdb
     import pyarrow as pa
@@ -99,6 +100,9 @@ def finalize_snapshot(raw: RawSnapshot, out: str) -> SnapshotResult:
             }
             if raw.metadata_skew is not None:
                 meta["metadata_skew_us"] = str(raw.metadata_skew // timedelta(microseconds=1))
+            meta["ref_encoding"] = ref_encoding
+            if ref_base:
+                meta["ref_base"] = ref_base
             w.add_key_value_metadata(encode_meta(meta))
         os.replace(tmp, out)
     except duckdb.Error as exc:
@@ -113,9 +117,22 @@ def finalize_snapshot(raw: RawSnapshot, out: str) -> SnapshotResult:
 
 def take_snapshot(
     source: str, out: str, *, query: str | None = None, column: str | None = None,
-    taken_at: datetime | None = None,
+    taken_at: datetime | None = None, ref_encoding: str = "literal",
+    ref_base: str | None = None,
 ) -> SnapshotResult:
-    """Capture references from ``source`` into ``out``."""
+    """Capture references from ``source`` into ``out``.
+
+    ``ref_encoding`` (``literal`` or ``uri``) and ``ref_base`` declare how the source
+    spells references; both are recorded and used by the resolver at plan time.
+    """
+    from cleanup.core.paths import ENCODINGS
+
+    if ref_encoding not in ENCODINGS:
+        raise UsageError(f"unknown reference encoding {ref_encoding!r}",
+                         hint=f"use one of {', '.join(ENCODINGS)}")
+    if ref_base is not None and not ref_base.strip():
+        raise UsageError("--ref-base is empty", hint="give the URL or path relative "
+                                                    "references are relative to")
     from cleanup.sources import keylist, sql
 
     if taken_at is not None:
@@ -143,4 +160,4 @@ def take_snapshot(
             raw = sql.sqlite_source(_strip_scheme(source), query, staged)
         else:
             raw = sql.duckdb_source(_strip_scheme(source), query, staged)
-        return finalize_snapshot(raw, out)
+        return finalize_snapshot(raw, out, ref_encoding=ref_encoding, ref_base=ref_base)

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from cleanup.core.canonical import canonical_json
 from cleanup.core.paths import (
     StoreRef,
-    normalize_ref,
     fast_key_sql,
-    resolve_ref,
+    normalize_ref,
     parse_store,
+    resolve_ref,
     sql_literal,
 )
 from cleanup.core.policy import Policy

@@ -296,7 +296,8 @@ def test_txt_key_list_is_refused_not_guessed(tmp_path: Path) -> None:
     out = tmp_path / "snap.parquet"
     with pytest.raises(UsageError, match="cannot tell what kind of source") as exc:
         take_snapshot(str(src), str(out), taken_at=TAKEN_DT)
-    assert exc.value.hint is not None and ".csv" in exc.value.hint
+    assert exc.value.hint is not None
+    assert ".csv" in exc.value.hint
     assert not out.exists()
 
 

@@ -8,6 +8,7 @@ refusal, 4 sign-off, 5 reconciliation halt, 6 lock held.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,8 +57,46 @@ class Time(click.ParamType[datetime]):
             self.fail(f"{exc.message} ({exc.hint})", param, ctx)
 
 
+class MemoryLimit(click.ParamType[str]):
+    """A DuckDB memory limit: a number and a unit (KB, MB, GB, TB, KiB, MiB, GiB, TiB) of at
+    least 64 MiB, or a percentage (1-100%) of the machine's memory."""
+
+    name = "SIZE"
+    FORMS = "e.g. 512MB, 1GB, 1.5GiB or 80%"
+    _RE = re.compile(r"\s*([0-9]{1,15}(?:\.[0-9]{1,6})?)\s*(kb|mb|gb|tb|kib|mib|gib|tib|%)\s*",
+                     re.ASCII | re.IGNORECASE)
+    _UNIT = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    MIN_BYTES = 64 * 2**20
+    MAX_BYTES = 2**50
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        text = str(value)
+        m = self._RE.fullmatch(text)
+        if not m:
+            self.fail(f"{text[:40]!r} is not a memory size ({self.FORMS})", param, ctx)
+        number, unit = float(m.group(1)), m.group(2).lower()
+        if unit == "%":
+            if not 1 <= number <= 100:
+                self.fail(f"{text!r}: a percentage must be between 1% and 100% "
+                          f"({self.FORMS})", param, ctx)
+        elif not self.MIN_BYTES <= number * self._UNIT[unit] <= self.MAX_BYTES:
+            self.fail(f"{text!r} is out of range: give between 64MiB and 1024TiB "
+                      f"({self.FORMS})", param, ctx)
+        return f"{m.group(1)}{'%' if unit == '%' else unit.upper().replace('I', 'i')}"
+
+
 DURATION = Duration()
 TIME = Time()
+MEMORY = MemoryLimit()
+
+
+def _check_output(path: str, option: str = "-o") -> None:
+    """Refuse an output path in a missing folder before any work is done."""
+    from cleanup.inputs import check_output_path
+
+    check_output_path(path, option)
 
 
 @click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,6 +139,7 @@ def inventory(store: str, out: str, manifest: str | None, endpoint_url: str | No
     from cleanup.inventory import list_store, read_s3_inventory
     from cleanup.stores import open_store
 
+    _check_output(out)
     with progress_bar("listing") as progress:
         if manifest:
             res = read_s3_inventory(manifest, store, out, endpoint_url=endpoint_url,
@@ -128,9 +168,17 @@ def inventory(store: str, out: str, manifest: str | None, endpoint_url: str | No
 @click.option("--taken-at", type=TIME,
               help="Key lists: the time the list was complete as of (ISO 8601 with zone). "
                    "Databases give taken_at from their own transaction clock instead.")
+@click.option("--ref-encoding", type=click.Choice(["literal", "uri"]), default="literal",
+              show_default=True,
+              help="How the source spells references: literal bytes, or percent-encoded "
+                   "URIs (decoded exactly once at plan time). HTTPS URLs are always decoded.")
+@click.option("--ref-base", metavar="URL",
+              help="Base that relative references are resolved against "
+                   "[default: the plan's store root].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def snapshot(source: str, out: str, query: str | None, column: str | None,
-             taken_at: datetime | None, as_json: bool) -> None:
+             taken_at: datetime | None, ref_encoding: str, ref_base: str | None,
+             as_json: bool) -> None:
     """Capture the keys that metadata references, with the time they were true.
 
     \b
@@ -140,12 +188,15 @@ def snapshot(source: str, out: str, query: str | None, column: str | None,
       meta.sqlite | sqlite:///path   SQLite file (--query)
       postgresql://user@host/db      PostgreSQL (--query), read in one REPEATABLE READ
                                      transaction whose own now() becomes taken_at
-    References may be store-relative keys or full URLs/paths; they are
-    normalized to the store at plan time. Secrets are never recorded.
+    References may be store-relative keys or full URLs/paths (s3://, s3a://,
+    file:/, file:///, S3 HTTPS URLs); they are resolved against the store at
+    plan time by one resolver (I4). Secrets are never recorded.
     """
     from cleanup.snapshot import take_snapshot
 
-    res = take_snapshot(source, out, query=query, column=column, taken_at=taken_at)
+    _check_output(out)
+    res = take_snapshot(source, out, query=query, column=column, taken_at=taken_at,
+                        ref_encoding=ref_encoding, ref_base=ref_base)
     if as_json:
         emit_json(res.to_json())
     else:
@@ -193,13 +244,23 @@ def snapshot(source: str, out: str, query: str | None, column: str | None,
 @click.option("--unsafe-store-without-conditional-writes", "unsafe_store", is_flag=True,
               help="Allow executing on a store that ignores If-None-Match (e.g. rclone serve "
                    "s3), whose lock cannot exclude a second executor. Recorded, shown first.")
-@click.option("--memory-limit", default="1GB", show_default=True,
-              help="DuckDB memory limit; the rest spills to disk.")
+@click.option("--memory-limit", default="1GB", show_default=True, type=MEMORY,
+              help="DuckDB memory limit (e.g. 512MB, 1GB, 1GiB, 80%); the rest spills "
+                   "to disk.")
+@click.option("--threads", type=click.IntRange(1, 1024),
+              help="DuckDB worker threads [default: one per CPU core].")
 @click.option("--config", "config", type=click.Path(dir_okay=False),
               help="Policy file (TOML, a [policy] table) [default: ./cleanup.toml if present].")
 @click.option("--author", required=True, help="Your principal name (as in allowed_signers).")
 @click.option("--key", required=True, type=click.Path(dir_okay=False),
               help="SSH key to sign with (private key, or .pub with the key in ssh-agent).")
+@click.option("--foreign-refs-ok", "foreign_refs_ok", multiple=True, metavar="STORE",
+              help="References into STORE (another bucket or root) are expected: count them "
+                   "as outside this store instead of refusing (I4). Repeatable; recorded.")
+@click.option("--accept-near-misses", is_flag=True,
+              help="Plan although references absent from the inventory differ from an "
+                   "inventory key only by encoding or Unicode form (I4). Recorded and shown "
+                   "first to reviewers.")
 @click.option("--json", "as_json", is_flag=True, help="Print plan id and counts as JSON.")
 def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
          buffer: timedelta | None, cutoff: datetime | None, region: str | None,
@@ -207,8 +268,9 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
          hold: timedelta | None, quarantine: str, max_delete_fraction: float | None,
          max_missing_refs: float | None, sentinels: tuple[str, ...],
          sentinel_file: Any, override_minimums: bool, unsafe_store: bool, memory_limit: str,
-         config: str | None, author: str,
-         key: str, as_json: bool) -> None:
+         threads: int | None, config: str | None, author: str,
+         key: str, foreign_refs_ok: tuple[str, ...], accept_near_misses: bool,
+         as_json: bool) -> None:
     """Compute the deletion set and write a signed, content-addressed plan.
 
     Candidates are inventory objects that no snapshot reference names and whose
@@ -217,15 +279,21 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
     refusal exits 3, names the invariant and writes nothing.
     """
     from cleanup.core.policy import Policy, load_policy_file
+    from cleanup.errors import UsageError
     from cleanup.planner import PlanOptions, make_plan
 
+    _check_output(out.rstrip("/") or out)
     values: dict[str, Any] = {}
     overrides = []
     defaults = Policy()
     if config is None and os.path.isfile("cleanup.toml"):
         config = "cleanup.toml"
     if config is not None:
-        defaults, _file_values = load_policy_file(config)
+        try:
+            defaults, _file_values = load_policy_file(config)
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"config {config} is not UTF-8 text ({exc.reason} at byte "
+                             f"{exc.start})", hint="TOML files are UTF-8") from None
     for name, value in (("max_delete_fraction", max_delete_fraction),
                         ("max_missing_refs", max_missing_refs)):
         if value is not None and value != getattr(defaults, name):
@@ -234,7 +302,13 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
                              f"--{name.replace('_', '-')})")
     sents = list(sentinels)
     if sentinel_file is not None:
-        sents += [ln.strip() for ln in sentinel_file if ln.strip() and not ln.startswith("#")]
+        try:
+            sents += [ln.strip() for ln in sentinel_file
+                      if ln.strip() and not ln.startswith("#")]
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"--sentinel-file {sentinel_file.name} is not UTF-8 text "
+                             f"({exc.reason} at byte {exc.start})",
+                             hint="write one key per line, in UTF-8") from None
     opts = PlanOptions(
         store=store, inventory=inventory_path, snapshot=snapshot_path, out=out, author=author,
         key=key, buffer=buffer, cutoff=cutoff, region=region, endpoint_url=endpoint_url,
@@ -243,7 +317,8 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
         stages=stages, hold=hold, quarantine=quarantine,
         policy=defaults.with_values(values), policy_overrides=tuple(overrides),
         override_minimums=override_minimums, sentinels=tuple(sents), memory_limit=memory_limit,
-        unsafe_store_without_conditional_writes=unsafe_store,
+        threads=threads, unsafe_store_without_conditional_writes=unsafe_store,
+        foreign_refs_ok=foreign_refs_ok, accept_near_misses=accept_near_misses,
     )
     res = make_plan(opts)
     m = res.plan["manifest"]
@@ -289,6 +364,7 @@ def review(plan_dir: str, html_out: str, allowed: str | None) -> None:
     Policy overrides come first, in red. No network needed to open it."""
     from cleanup.report import write_report
 
+    _check_output(html_out, "--html")
     say(f"wrote {write_report(plan_dir, html_out, allowed)}")
 
 

@@ -107,6 +107,10 @@ def load_policy_file(path: str) -> tuple[Policy, dict[str, Any]]:
         raise UsageError(f"config {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"config {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"config {path}: {exc.strerror}") from None
     unknown = set(doc) - {"policy"}
     if unknown:
         raise UsageError(f"config {path}: unknown table(s) {sorted(unknown)}",

@@ -21,6 +21,11 @@ _UNITS = {
     "h": timedelta(hours=1),
     "d": timedelta(days=1),
 }
+# Bounds that keep every sum and difference of times and durations inside datetime's
+# range (years 1-9999): no duration beyond 100 years, no time outside years 1000-8999.
+MAX_DURATION = timedelta(days=36525)
+EARLIEST_TIME = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -30,7 +35,12 @@ def parse_duration(text: str) -> timedelta:
         raise UsageError(
             f"invalid duration {text!r}", hint="write a whole number and a unit: 90s, 45m, 24h, 7d"
         )
-    return int(m.group(1)) * _UNITS[m.group(2)]
+    digits, unit = m.group(1), m.group(2)
+    if len(digits.lstrip("0")) > 18 or int(digits) > MAX_DURATION // _UNITS[unit]:
+        shown = text.strip() if len(text.strip()) <= 30 else text.strip()[:24] + "..."
+        raise UsageError(f"duration {shown!r} is longer than 100 years",
+                         hint="write a duration of at most 36525d")
+    return int(digits) * _UNITS[unit]
 
 
 def format_duration(d: timedelta) -> str:
@@ -61,7 +71,14 @@ def parse_time(text: str) -> datetime:
             f"time {text!r} has no zone",
             hint="add one (Z for UTC): a guessed zone can move a cutoff past the snapshot",
         )
-    return t.astimezone(UTC)
+    try:
+        utc = t.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST_TIME <= utc < LATEST_TIME:
+        raise UsageError(f"time {text!r} is out of range",
+                         hint="give a time between the years 1000 and 8999 (UTC)")
+    return utc
 
 
 def format_time(t: datetime) -> str:

@@ -22,7 +22,7 @@ def open_store(
     if ref.kind == "s3":
         from cleanup.stores.s3 import S3Store, make_client
 
-        return S3Store(ref, make_client(endpoint_url, region))
+        return S3Store(ref, make_client(endpoint_url, region, what=f"store {ref.url}"))
     from cleanup.stores.local import LocalStore
 
     return LocalStore(ref, region or "local", trust_mtime=trust_mtime)

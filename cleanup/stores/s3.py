@@ -23,21 +23,63 @@ if TYPE_CHECKING:
 
 
 COPY_WORKERS = 16
+MAX_ATTEMPTS = 10
 
 
-def make_client(endpoint_url: str | None = None, region: str | None = None) -> S3Client:
-    """A boto3 S3 client; endpoint and region fall back to the usual AWS environment."""
+def make_client(endpoint_url: str | None = None, region: str | None = None,
+                what: str = "S3") -> S3Client:
+    """A boto3 S3 client; endpoint and region fall back to the usual AWS environment.
+
+    An endpoint that cannot be reached and missing or broken credentials or region
+    are usage errors (exit 2) naming ``what`` (e.g. ``store s3://bucket/``) and the
+    endpoint, from client creation and from every call the client makes.
+    """
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
 
     cfg = Config(
-        retries={"max_attempts": 10, "mode": "adaptive"},
+        retries={"max_attempts": MAX_ATTEMPTS, "mode": "adaptive"},
         s3={"addressing_style": "path"} if endpoint_url else {},
         connect_timeout=10,
         max_pool_connections=COPY_WORKERS + 4,
         read_timeout=60,
     )
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=cfg)
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=cfg)
+    except (BotoCoreError, ValueError) as exc:  # "Invalid endpoint: ...", a bad region
+        raise UsageError(f"cannot use {what}: {exc}",
+                         hint="check --endpoint-url, --region and the AWS environment") from None
+    where = endpoint_url or client.meta.endpoint_url
+
+    def usage_error(exception: BaseException | None = None, **_kwargs: Any) -> None:
+        err = unreachable_error(exception, what, where) if exception is not None else None
+        if err is not None:
+            raise err from None
+
+    client.meta.events.register("after-call-error.s3", usage_error)
+    return client
+
+
+def unreachable_error(exc: BaseException, what: str, endpoint: str | None) -> UsageError | None:
+    """The usage error for an unreachable or misconfigured S3 endpoint, else ``None``."""
+    from botocore import exceptions as bx
+
+    at = f" at {endpoint}" if endpoint else ""
+    if isinstance(exc, bx.ConnectionError):  # refused, timeout, proxy, TLS
+        return UsageError(f"cannot reach {what}{at}: {exc}",
+                          hint="check --endpoint-url (or AWS_ENDPOINT_URL) and the network")
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError
+                  | bx.CredentialRetrievalError | bx.ProfileNotFound | bx.TokenRetrievalError
+                  | bx.SSOError | bx.UnknownCredentialError):
+        return UsageError(f"cannot use {what}{at}: {exc}",
+                          hint="set credentials: AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+                               "AWS_SECRET_ACCESS_KEY")
+    if isinstance(exc, bx.NoRegionError | bx.InvalidRegionError | bx.UnknownEndpointError
+                  | bx.InvalidEndpointConfigurationError | bx.InvalidConfigError):
+        return UsageError(f"cannot use {what}{at}: {exc}",
+                          hint="check --region and --endpoint-url")
+    return None
 
 
 def strip_etag(etag: str | None) -> str | None:
