@@ -3,7 +3,9 @@
 Entry ``n`` is ``_cleanup/audit/<n:012d>.json``, canonical JSON holding
 ``seq``, ``prev`` (the sha256 of entry n-1's bytes; 64 zeros for the first),
 ``time``, ``event``, ``actor``, ``plan_id`` and ``details``. Entries are
-created with an exclusive create, so two writers never both write entry n.
+created with an exclusive create, so two writers never both write entry n,
+and appear only whole (a reader never hashes a partial entry); ``append``
+refuses to chain onto a newest entry that is empty or not a canonical entry.
 
 ``verify`` detects an edited, removed or reordered entry: an edit changes the
 bytes whose hash the next entry holds; a removal leaves a gap in ``seq``; a
@@ -17,7 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import re
 import socket
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -33,6 +38,11 @@ if TYPE_CHECKING:
 AUDIT_PREFIX = RESERVED_PREFIX + "audit/"
 GENESIS = "0" * 64
 I14 = "I14 audit"
+APPEND_TIMEOUT_S = 120
+_ENTRY_NAME = re.compile(r"[0-9]{12}\.json")
+_ENTRY_FIELDS = frozenset({"seq", "prev", "time", "event", "actor", "principal", "plan_id",
+                           "details"})
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 def _key(seq: int) -> str:
@@ -47,26 +57,95 @@ def _actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _is_temp(key: str) -> bool:
+    """A local store's in-flight (or crash-orphaned) temp file: not an entry, never one."""
+    return os.path.basename(key).startswith(".")
+
+
+def _seq_of(key: str) -> int | None:
+    name = os.path.basename(key)
+    if not _ENTRY_NAME.fullmatch(name):
+        return None
+    return int(name[:12])
+
+
+def _last_entry(store: Store) -> str | None:
+    """The key of the newest entry, or None for an empty log."""
+    keys = [k for k in store.list_keys(AUDIT_PREFIX) if not _is_temp(k)]
+    for k in reversed(keys):
+        if _seq_of(k) is not None:
+            return k
+    return None
+
+
+def _chain_onto(key: str, data: bytes) -> tuple[int, str]:
+    """(next seq, prev hash) after entry ``key``; refuse an entry that is not one.
+
+    Hashing an empty, truncated or hand-edited predecessor would extend the chain
+    from garbage, and ``verify`` would then blame the honest entry we write.
+    """
+    seq = _seq_of(key)
+    problem = None
+    try:
+        entry = json.loads(data) if data else None
+    except ValueError:
+        entry = None
+    if not data:
+        problem = "is empty"
+    elif not isinstance(entry, dict):
+        problem = "is not a JSON audit entry"
+    elif canonical_json(entry) != data:
+        problem = "is not in canonical form"
+    elif entry.get("seq") != seq:
+        problem = f"holds seq {entry.get('seq')!r}, its name says {seq}"
+    elif not _ENTRY_FIELDS <= entry.keys() or not _HASH.fullmatch(str(entry["prev"])):
+        problem = "is not a complete audit entry"
+    if problem is not None or seq is None:
+        raise InvariantViolation(I14, f"the newest audit entry {key} {problem}; refusing to "
+                                      "chain a new entry onto it",
+                                 hint="run `cleanup audit verify STORE` and investigate "
+                                      "before any further cleanup")
+    return seq + 1, hashlib.sha256(data).hexdigest()
+
+
 def append(store: Store, event: str, *, plan_id: str | None = None,
            details: dict[str, Any] | None = None, principal: str | None = None,
            now: datetime | None = None) -> dict[str, Any]:
-    """Append one entry; retry on a concurrent writer taking the same sequence number."""
-    for _attempt in range(20):
-        keys = store.list_keys(AUDIT_PREFIX)
+    """Append one entry; retry on a concurrent writer taking the same sequence number.
+
+    Entries are created with ``put_if_absent``, which (local: temp file + link;
+    S3: ``If-None-Match: *``) only ever shows a complete entry. A writer that
+    loses entry n chains onto the winner's entry n next, with a jittered pause,
+    so many concurrent writers all get in, in some order.
+    """
+    deadline = time.monotonic() + APPEND_TIMEOUT_S
+    last: str | None = None
+    relist = True
+    attempt = 0
+    while True:
+        if relist:
+            last = _last_entry(store)
+            relist = False
         seq, prev = 1, GENESIS
-        if keys:
-            last = keys[-1]
+        if last is not None:
             data = store.get_bytes(last)
             if data is None:
-                continue
-            prev = hashlib.sha256(data).hexdigest()
-            seq = int(os.path.basename(last).split(".")[0]) + 1
-        entry = {"seq": seq, "prev": prev, "time": format_time(now or datetime.now(UTC)),
-                 "event": event, "actor": _actor(), "principal": principal,
-                 "plan_id": plan_id, "details": details or {}}
-        if store.put_if_absent(_key(seq), canonical_json(entry)):
-            return entry
-    raise StoreError("could not append to the audit log: too many concurrent writers")
+                relist = True  # gone (or not yet visible) since the listing: look again
+            else:
+                seq, prev = _chain_onto(last, data)
+        if not relist:
+            entry = {"seq": seq, "prev": prev,
+                     "time": format_time(now or datetime.now(UTC)), "event": event,
+                     "actor": _actor(), "principal": principal, "plan_id": plan_id,
+                     "details": details or {}}
+            if store.put_if_absent(_key(seq), canonical_json(entry)):
+                return entry
+            last = _key(seq)  # somebody else's entry seq: chain onto it next
+        attempt += 1
+        if time.monotonic() > deadline:
+            raise StoreError(f"could not append to the audit log in {APPEND_TIMEOUT_S}s "
+                             f"({attempt} attempts): too many concurrent writers")
+        time.sleep(random.uniform(0, min(0.25, 0.002 * 2 ** min(attempt, 8))))  # noqa: S311
 
 
 def try_append(store: Store | None, event: str, **kwargs: Any) -> str | None:
@@ -100,7 +179,7 @@ class AuditReport:
 
 def verify(store: Store) -> AuditReport:
     """Walk the chain from entry 1; report every break."""
-    keys = store.list_keys(AUDIT_PREFIX)
+    keys = [k for k in store.list_keys(AUDIT_PREFIX) if not _is_temp(k)]
     problems: list[str] = []
     prev = GENESIS
     expected = 1

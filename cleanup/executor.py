@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from cleanup.core.paths import parse_store, sql_literal
 from cleanup.core.policy import Policy
 from cleanup.core.timeutil import format_duration, format_time, parse_time
 from cleanup.errors import InvariantViolation, ReconciliationHalt, SignoffError, UsageError
-from cleanup.journal import Journal, journal_path, stage_state
+from cleanup.journal import Journal, StageState, journal_path, stage_state
 from cleanup.stores.base import ObjectInfo, quarantine_key
 
 if TYPE_CHECKING:
@@ -85,8 +86,12 @@ def open_plan_store(plan: dict[str, Any], endpoint_url: str | None,
     from cleanup.stores import open_store
 
     ref = parse_store(str(plan["store"]))
+    # A plan made from an mtime-only listing (--trust-mtime, recorded and shown to
+    # reviewers) is re-checked with the same clock; the etag still catches any rewrite.
+    inventory = plan.get("inputs", {}).get("inventory", {})
     store = open_store(ref, endpoint_url=endpoint_url,
-                       region=region if ref.kind == "local" else (region or plan.get("region")))
+                       region=region if ref.kind == "local" else (region or plan.get("region")),
+                       trust_mtime=ref.kind == "local" and inventory.get("time_source") == "mtime")
     actual = store.region()
     if actual != plan.get("region"):
         raise InvariantViolation(I13, f"store {ref.url} is in region {actual}, the plan is bound "
@@ -171,6 +176,8 @@ def iter_stage(plan_dir: str, stage: int, batch_size: int) -> Iterator[list[Obje
         for rb in reader:
             for key, size, lm, etag in zip(*(rb.column(i).to_pylist() for i in range(4)),
                                            strict=True):
+                if key is None or size is None or lm is None:
+                    raise _incomplete_row(plan_dir, key)
                 batch.append(ObjectInfo(key, int(size), _EPOCH + timedelta(microseconds=lm),
                                         etag))
                 if len(batch) == batch_size:
@@ -180,6 +187,33 @@ def iter_stage(plan_dir: str, stage: int, batch_size: int) -> Iterator[list[Obje
             yield batch
     finally:
         con.close()
+
+
+def check_manifest(plan_dir: str) -> None:
+    """Refuse (usage error, before anything is touched) a manifest with a row that lacks
+    its key, size or last_modified: planning refuses such inventories, an old plan may not."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        row = con.execute(
+            "SELECT key FROM "
+            f"read_parquet({sql_literal(os.path.join(plan_dir, 'manifest.parquet'))}) "
+            "WHERE key IS NULL OR size IS NULL OR last_modified IS NULL LIMIT 1").fetchone()
+    except duckdb.Error as exc:
+        raise UsageError(f"{plan_dir}: cannot read manifest.parquet "
+                         f"({str(exc).splitlines()[0]})") from None
+    finally:
+        con.close()
+    if row is not None:
+        raise _incomplete_row(plan_dir, row[0])
+
+
+def _incomplete_row(plan_dir: str, key: str | None) -> UsageError:
+    return UsageError(f"{plan_dir}: manifest row {key!r} has no size or last_modified "
+                      "(NULL); this plan cannot be executed, restored or purged as is",
+                      hint="make a new plan; quarantined objects stay under "
+                           "_cleanup/quarantine/<plan-id>/ until then")
 
 
 def _digest(keys: list[str]) -> str:
@@ -226,14 +260,10 @@ def execute(opts: ExecuteOptions) -> ExecuteResult:
     now = opts.now or datetime.now(UTC)
     rep = require_verified(opts.plan_dir, opts.allowed_signers, now)  # I6 -> 3, I7 -> 4
     plan, plan_id = rep.plan, rep.plan_id
+    check_manifest(opts.plan_dir)
     done_state = stage_state(opts.plan_dir, opts.stage)
     if done_state.state == "complete" and not opts.dry_run:
-        # Idempotent: running a finished stage again (e.g. after a kill right at the end)
-        # reports what it did and touches nothing.
-        return ExecuteResult(plan_id, opts.stage, False, batches=done_state.batches_done,
-                             moved=done_state.moved, moved_bytes=done_state.moved_bytes,
-                             skipped=dict(done_state.skipped),
-                             resumed_batches=done_state.batches_done, already_complete=True)
+        return _already_complete(plan_id, opts.stage, done_state)
     if not opts.dry_run:
         presence, _w = check_presence(opts.plan_dir, opts.stage, opts.executor,
                                       opts.allowed_signers, now)
@@ -247,17 +277,13 @@ def execute(opts: ExecuteOptions) -> ExecuteResult:
     if mode == "versioning":
         _require_versioning(store)
     state = stage_state(opts.plan_dir, opts.stage)
-    if state.state == "halted" and not opts.dry_run:
-        raise InvariantViolation("I9 reconcile", f"stage {opts.stage} was halted by "
-                                                 "reconciliation; it stays halted",
-                                 hint="make a new plan from fresh inputs")
+    _refuse_halted(state, opts)
     plan_taken = parse_time(plan["inputs"]["snapshot"]["taken_at"]["time"])
-    scratch = os.path.join(opts.plan_dir, "journal", ".scratch")
-    shutil.rmtree(scratch, ignore_errors=True)  # left by a killed run
-    rec = Reconciler(opts.reconcile_with, parse_store(str(plan["store"])), plan_taken,
-                     query=opts.reconcile_query, max_age=opts.reconcile_max_age,
-                     workdir=scratch)
+    cutoff, precision = _cutoff_rule(plan, store)
+    journal_dir = os.path.join(opts.plan_dir, "journal")
     lock = None
+    rec = None
+    scratch: str | None = None
     try:
         if not opts.dry_run:
             lock, broken = Lock.acquire(
@@ -266,6 +292,26 @@ def execute(opts: ExecuteOptions) -> ExecuteResult:
             if broken is not None:
                 audit.append(store, "lock-broken", plan_id=plan_id, principal=opts.executor,
                              details={"previous": broken})
+            # Only now, holding the store lock, is the shared scratch ours to clear: what is
+            # in it was left by a killed run, never by a running one (that would hold the
+            # lock). The journal, too, is read again: it may have moved on while we waited.
+            scratch = os.path.join(journal_dir, ".scratch")
+            shutil.rmtree(scratch, ignore_errors=True)
+            state = stage_state(opts.plan_dir, opts.stage)
+            _refuse_halted(state, opts)
+            if state.state == "complete":
+                return _already_complete(plan_id, opts.stage, state)
+        else:
+            # A dry run takes no lock: it gets a private scratch and removes only that.
+            os.makedirs(journal_dir, exist_ok=True)
+            scratch = tempfile.mkdtemp(prefix=".scratch-dry-run-", dir=journal_dir)
+        refs = plan.get("references") or {}
+        rec = Reconciler(opts.reconcile_with, parse_store(str(plan["store"])), plan_taken,
+                         query=opts.reconcile_query, max_age=opts.reconcile_max_age,
+                         workdir=scratch, encoding=refs.get("encoding"),
+                         base=refs.get("base"),
+                         exists=lambda ks: store.current(list(ks)).keys())
+        if not opts.dry_run:
             audit.append(store, "stage-start", plan_id=plan_id, principal=opts.executor,
                          details={"stage": opts.stage, "resume": state.batches_done > 0})
         journal = Journal(journal_path(opts.plan_dir, opts.stage, opts.dry_run))
@@ -275,7 +321,8 @@ def execute(opts: ExecuteOptions) -> ExecuteResult:
             health_gate(opts, plan, store, rec, journal, plan_id)
         journal.write("stage-start", executor=opts.executor, plan_id=plan_id,
                       batch_size=opts.batch_size, dry_run=opts.dry_run)
-        result = _run_batches(opts, plan_id, mode, store, rec, journal, state.done_batches, lock)
+        result = _run_batches(opts, plan_id, mode, store, rec, journal, state.done_batches, lock,
+                              cutoff=cutoff, precision=precision)
         journal.write("stage-complete", moved=result.moved, skipped=result.skipped)
         if not opts.dry_run:
             audit.append(store, "stage-end", plan_id=plan_id, principal=opts.executor,
@@ -288,13 +335,46 @@ def execute(opts: ExecuteOptions) -> ExecuteResult:
     else:
         return result
     finally:
-        rec.close()
+        if rec is not None:
+            rec.close()
+        if opts.dry_run and scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         if lock is not None:
             lock.release()
 
 
+def _refuse_halted(state: StageState, opts: ExecuteOptions) -> None:
+    if state.state == "halted" and not opts.dry_run:
+        raise InvariantViolation("I9 reconcile", f"stage {opts.stage} was halted by "
+                                                 "reconciliation; it stays halted",
+                                 hint="make a new plan from fresh inputs")
+
+
+def _already_complete(plan_id: str, stage: int, state: StageState) -> ExecuteResult:
+    """Running a finished stage again (e.g. after a kill right at the end) reports what it
+    did and touches nothing."""
+    return ExecuteResult(plan_id, stage, False, batches=state.batches_done, moved=state.moved,
+                         moved_bytes=state.moved_bytes, skipped=dict(state.skipped),
+                         resumed_batches=state.batches_done, already_complete=True)
+
+
+def _cutoff_rule(plan: dict[str, Any], store: Store) -> tuple[datetime, timedelta]:
+    """The plan's cutoff and the precision its I2 rule is applied with at execution:
+    the larger of the inventory's precision and the store's own listing precision."""
+    from cleanup.core.timeutil import parse_duration
+
+    try:
+        cutoff = parse_time(str(plan["cutoff"]["time"]))
+        listed = parse_duration(str(plan["inputs"]["inventory"]["precision"]))
+    except (KeyError, TypeError):
+        raise UsageError("plan.json has no cutoff time or inventory precision",
+                         hint="make a new plan with this version of cleanup") from None
+    return cutoff, max(listed, store.precision)
+
+
 def _run_batches(opts: ExecuteOptions, plan_id: str, mode: str, store: Store, rec: Any,
-                 journal: Journal, done: dict[int, dict[str, Any]], lock: Any) -> ExecuteResult:
+                 journal: Journal, done: dict[int, dict[str, Any]], lock: Any, *,
+                 cutoff: datetime, precision: timedelta) -> ExecuteResult:
     res = ExecuteResult(plan_id, opts.stage, opts.dry_run)
     totals: Counter[str] = Counter()
     for b, batch in enumerate(iter_stage(opts.plan_dir, opts.stage, opts.batch_size)):
@@ -341,7 +421,10 @@ def _run_batches(opts: ExecuteOptions, plan_id: str, mode: str, store: Store, re
             if c is None:
                 if o.key not in already:
                     skipped["missing"] += 1
-            elif c.size != o.size or (c.etag != o.etag and o.etag is not None):
+            elif (c.size != o.size or (c.etag != o.etag and o.etag is not None)
+                  or c.last_modified + precision > cutoff):
+                # Rewritten since the inventory, or written at or after the cutoff by the
+                # I2 rule (same content re-uploaded keeps an S3 etag, not its time).
                 skipped["changed"] += 1
             else:
                 to_remove.append(o)
@@ -382,6 +465,7 @@ def restore(plan_dir: str, *, stage: int | None = None, key: str | None = None,
     from cleanup.show import load_plan
 
     plan, plan_id = load_plan(plan_dir)
+    check_manifest(plan_dir)
     store = open_plan_store(plan, endpoint_url, region)
     counts: Counter[str] = Counter()
     stages = [stage] if stage is not None else [int(s["stage"]) for s in plan["stages"]]
@@ -414,6 +498,7 @@ def purge(plan_dir: str, *, stage: int, allowed_signers: str, executor: str,
 
     now = now or datetime.now(UTC)
     rep = require_verified(plan_dir, allowed_signers, now)
+    check_manifest(plan_dir)
     presence, _w = check_presence(plan_dir, stage, executor, allowed_signers, now)
     if not presence.ok:
         raise SignoffError(f"{I8}: {presence.detail}", hint=presence.hint)

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cleanup import audit
 from cleanup.core.canonical import canonical_json
 from cleanup.core.paths import parse_store
+from cleanup.errors import InvariantViolation
 from cleanup.stores.local import LocalStore
 from tests.conftest import assert_one_line_error, run_cli
+from tests.servers import S3Server
 
 
 def _store(root: Path) -> LocalStore:
@@ -107,3 +114,80 @@ def test_plan_and_refusal_are_audited(tmp_path: Path, alice_key: Path) -> None:
     events = [json.loads(s.get_bytes(k) or b"{}")["event"] for k in s.list_keys("_cleanup/audit/")]
     assert events == ["plan-created", "plan-refused"]
     assert audit.verify(s).ok
+
+
+@pytest.mark.parametrize("content", [b"", b'{"seq": 2, "prev": "tru', b"not json at all\n",
+                                     b'{"seq":2}\n', b'{"seq":7}'])
+def test_append_refuses_to_chain_onto_an_unreadable_entry(tmp_path: Path,
+                                                          content: bytes) -> None:
+    """An empty, torn, non-JSON, non-canonical or misnumbered newest entry is not hashed
+    into the chain: the append is refused (I14) and nothing is written."""
+    s = _store(tmp_path / "store")
+    audit.append(s, "plan-created")
+    bad = tmp_path / "store" / "_cleanup" / "audit" / "000000000002.json"
+    bad.write_bytes(content)
+    with pytest.raises(InvariantViolation, match="I14 audit.*000000000002.json"):
+        audit.append(s, "approval")
+    assert s.list_keys("_cleanup/audit/") == ["_cleanup/audit/000000000001.json",
+                                              "_cleanup/audit/000000000002.json"]
+
+
+def test_72_concurrent_witness_runs_leave_a_valid_chain(tmp_path: Path, alice_key: Path,
+                                                        bob_key: Path) -> None:
+    """72 `cleanup witness` processes at once, as 72 users would: every one is audited,
+    the chain verifies, and its sequence numbers are contiguous."""
+    from tests.test_signoff import Signoff
+
+    so = Signoff(tmp_path, alice_key)
+    store = _store(so.store)
+    first = audit.verify(store).entries
+    env = {k: v for k, v in os.environ.items() if k != "CLEANUP_DEBUG"}
+    procs = [subprocess.Popen([sys.executable, "-m", "cleanup", "witness", str(so.plan_dir),
+                               "--stage", "0", "--signer", f"w{i}", "--key", str(bob_key)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for i in range(72)]
+    results = [(p.wait(timeout=600), p.stderr.read() if p.stderr else "") for p in procs]
+    for p in procs:
+        for fh in (p.stdout, p.stderr):
+            if fh:
+                fh.close()
+    assert [code for code, _err in results] == [0] * 72, results
+    assert not [err for _code, err in results if err.strip()]  # no "not written" warning
+    r = run_cli(["audit", "verify", str(so.store), "--json"])
+    assert r.code == 0, (r.out, r.err)
+    assert json.loads(r.out)["entries"] == first + 72
+    entries = [json.loads(store.get_bytes(k) or b"{}") for k in store.list_keys("_cleanup/audit/")]
+    assert [e["seq"] for e in entries] == list(range(1, first + 73))
+    assert sorted(e["principal"] for e in entries if e["event"] == "witness") == sorted(
+        f"w{i}" for i in range(72))
+
+
+@pytest.mark.s3
+def test_concurrent_appends_on_s3_keep_the_chain(moto_server: S3Server,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3: entries are created with If-None-Match: *, so racing writers never share one."""
+    from cleanup.stores import open_store
+
+    for k, v in moto_server.env().items():
+        monkeypatch.setenv(k, v)
+    bucket = moto_server.bucket()
+    store = open_store(f"s3://{bucket}/p/", endpoint_url=moto_server.endpoint_url,
+                       region=moto_server.region)
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            for j in range(3):
+                audit.append(store, f"event-{i}-{j}")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    rep = audit.verify(store)
+    assert rep.ok, rep.problems
+    assert rep.entries == 36

@@ -9,12 +9,14 @@ Keeping a file we could have deleted is fine; deleting a fresh one is not.
 ``--trust-mtime`` (recorded in the inventory and shown by ``show``) uses mtime
 alone, for stores whose files were backdated on purpose, such as the demo.
 
-The etag is ``<size>-<mtime_ns>-<inode>``: cheap, and it changes whenever the
-content is rewritten or replaced, which is what the executor's re-check needs.
+The etag is ``<size>-<mtime_ns>-<ctime_ns>-<inode>`` (:func:`_etag`): cheap, and
+it changes whenever the content is rewritten or replaced, even in place at the
+same size with mtime set back, which is what the executor's re-check needs.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import uuid
@@ -35,6 +37,67 @@ def _time_of(st: os.stat_result, trust_mtime: bool = False) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
+def _etag(st: os.stat_result) -> str:
+    """``<size>-<mtime_ns>-<ctime_ns>-<inode>``: changes on any rewrite or replacement.
+
+    mtime alone is not enough: a same-size in-place rewrite followed by
+    ``os.utime`` (``touch -d``, ``rsync -t``) restores size, mtime and inode;
+    ctime cannot be set back by users, so it gives that rewrite away.
+    """
+    return f"{st.st_size}-{st.st_mtime_ns}-{st.st_ctime_ns}-{st.st_ino}"
+
+
+def _same_content(a: os.stat_result, b: os.stat_result) -> bool:
+    """Same file, not rewritten: inode, size and mtime agree (a rename changes ctime)."""
+    return (a.st_ino, a.st_dev, a.st_size, a.st_mtime_ns) == (
+        b.st_ino, b.st_dev, b.st_size, b.st_mtime_ns)
+
+
+def _tmp_sibling(p: Path) -> Path:
+    """A unique hidden temp name next to ``p`` (same directory, so same file system).
+
+    The name starts with a dot and stays within NAME_MAX whatever ``p``'s name is.
+    """
+    stem = p.name.encode()[:100].decode(errors="ignore")
+    return p.with_name(f".{stem}.{uuid.uuid4().hex}.tmp")
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` exclusively, write all of ``data`` and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the entry is still there
+    finally:
+        os.close(fd)
+
+
+def _os_error(exc: OSError) -> str:
+    """The outcome string for a key the file system refused (``error: File name too long``)."""
+    return f"error: {exc.strerror or exc.__class__.__name__}"
+
+
+# A path the file system cannot hold (too long, a file where a directory should be, too
+# many symlinks) names no object: lookups treat it as absent instead of failing.
+_NO_SUCH_PATH = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP)
+
+
 class LocalStore:
     def __init__(self, ref: StoreRef, region: str = "local", trust_mtime: bool = False) -> None:
         self.ref = ref
@@ -52,6 +115,13 @@ class LocalStore:
         return _US
 
     def iter_objects(self) -> Iterator[ObjectInfo]:
+        """Every regular file but the root's ``_cleanup/``, symlinks never followed.
+
+        A name that is not UTF-8 (``b'bad\\xff.bin'``) comes back as Python decodes
+        file names: with surrogate escapes (``'bad\\udcff.bin'``), so
+        ``os.fsencode(key)`` gives its exact bytes. The inventory stores those in
+        ``key_raw`` (see :mod:`cleanup.formats`).
+        """
         reserved = RESERVED_PREFIX.rstrip("/")
         stack = [""]
         while stack:
@@ -75,7 +145,7 @@ class LocalStore:
                         key=key,
                         size=st.st_size,
                         last_modified=_time_of(st, self.trust_mtime),
-                        etag=f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}",
+                        etag=_etag(st),
                     )
                 # Symlinks and special files are not objects: never listed, never deleted.
 
@@ -102,17 +172,24 @@ class LocalStore:
         return p
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Write a complete temp file, then hard-link it into place.
+
+        ``link`` fails if the key exists, like ``O_EXCL``, but the key only ever
+        appears with all of its content: a concurrent reader never sees an empty
+        or partial object (the audit chain hashes what it reads).
+        """
         p = self._path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_sibling(p)
         try:
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
+            _write_new(tmp, data)
+            try:
+                os.link(tmp, p)
+            except FileExistsError:
+                return False
         finally:
-            os.close(fd)
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(p.parent)
         return True
 
     def get_bytes(self, key: str) -> bytes | None:
@@ -133,9 +210,13 @@ class LocalStore:
     def put(self, key: str, data: bytes) -> None:
         p = self._path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + f".tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, p)
+        tmp = _tmp_sibling(p)  # unique: two writers never share (and truncate) one temp
+        try:
+            _write_new(tmp, data)
+            os.replace(tmp, p)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(p.parent)
 
     def delete_key(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -143,12 +224,14 @@ class LocalStore:
     def _info(self, key: str) -> ObjectInfo | None:
         try:
             st = os.lstat(self._path(key))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+        except OSError as exc:
+            if exc.errno in _NO_SUCH_PATH:
+                return None
+            raise
         if not stat.S_ISREG(st.st_mode):
             return None
         return ObjectInfo(key=key, size=st.st_size, last_modified=_time_of(st, self.trust_mtime),
-                          etag=f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}")
+                          etag=_etag(st))
 
     def current(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
         out = {}
@@ -159,65 +242,92 @@ class LocalStore:
         return out
 
     def quarantine(self, plan_id: str, objs: Sequence[ObjectInfo]) -> dict[str, str | None]:
+        """Move each object with one ``rename``; a key the file system refuses (a
+        quarantine path longer than PATH_MAX, a permission) is reported as
+        ``error: <reason>`` and left where it is, never raised half-way through a batch."""
         out: dict[str, str | None] = {}
         for o in objs:
-            src, dst = self._path(o.key), self._path(quarantine_key(plan_id, o.key))
-            cur = self._info(o.key)
-            if cur is None:
+            qkey = quarantine_key(plan_id, o.key)
+            src, dst = self._path(o.key), self._path(qkey)
+            try:
+                before = os.lstat(src)
+            except OSError as exc:
+                out[o.key] = "missing" if exc.errno in _NO_SUCH_PATH else _os_error(exc)
+                continue
+            if not stat.S_ISREG(before.st_mode):
                 out[o.key] = "missing"
                 continue
-            if cur.etag != o.etag or cur.size != o.size:
+            if _etag(before) != o.etag or before.st_size != o.size:
                 out[o.key] = "changed"
                 continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
             try:
-                os.rename(src, dst)  # atomic; inode and mtime move with it
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(src, dst)  # atomic: the object moves whole, or not at all
             except FileNotFoundError:
                 out[o.key] = "missing"
                 continue
-            moved = self._info(quarantine_key(plan_id, o.key))
-            if moved is None or moved.etag != o.etag:
-                # Rewritten between our check and the rename: put it back untouched.
-                try:
-                    os.link(dst, src)
-                    os.unlink(dst)
-                except FileExistsError:
-                    pass  # a newer object is at the key again; the old one stays quarantined
-                out[o.key] = "changed"
+            except OSError as exc:
+                out[o.key] = _os_error(exc)  # nothing moved
                 continue
-            out[o.key] = None
+            # Moved. A rename changes ctime, so compare what a rewrite changes instead.
+            try:
+                after: os.stat_result | None = os.lstat(dst)
+            except OSError:
+                after = None
+            if after is None or _same_content(before, after):
+                out[o.key] = None
+                continue
+            # Rewritten between our check and the rename: put it back untouched.
+            try:
+                os.link(dst, src)
+                os.unlink(dst)
+            except OSError:
+                pass  # a newer object is at the key again; the old one stays quarantined
+            out[o.key] = "changed"
         return out
 
     def delete(self, objs: Sequence[ObjectInfo]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
         for o in objs:
-            cur = self._info(o.key)
-            if cur is None:
-                out[o.key] = "missing"
-            elif cur.etag != o.etag or cur.size != o.size:
-                out[o.key] = "changed"
-            else:
-                self._path(o.key).unlink(missing_ok=True)
-                out[o.key] = None
+            try:
+                cur = self._info(o.key)
+                if cur is None:
+                    out[o.key] = "missing"
+                elif cur.etag != o.etag or cur.size != o.size:
+                    out[o.key] = "changed"
+                else:
+                    self._path(o.key).unlink(missing_ok=True)
+                    out[o.key] = None
+            except OSError as exc:
+                out[o.key] = _os_error(exc)  # not removed
         return out
 
     def restore(self, plan_id: str, key: str) -> str:
         q, dst = self._path(quarantine_key(plan_id, key)), self._path(key)
-        if not q.exists():
-            return "not-quarantined"
-        dst.parent.mkdir(parents=True, exist_ok=True)
         try:
+            os.lstat(q)
+        except OSError as exc:
+            if exc.errno in _NO_SUCH_PATH:  # e.g. never quarantined: its path was too long
+                return "not-quarantined"
+            return _os_error(exc)
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
             os.link(q, dst)  # fails if something was written at the key: never overwrite
         except FileExistsError:
             return "exists"
-        os.unlink(q)
+        except OSError as exc:
+            return _os_error(exc)
+        q.unlink(missing_ok=True)
         return "restored"
 
     def purge(self, plan_id: str, keys: Sequence[str]) -> int:
         n = 0
         for k in keys:
-            q = self._path(quarantine_key(plan_id, k))
-            if q.exists():
-                q.unlink()
-                n += 1
+            try:
+                self._path(quarantine_key(plan_id, k)).unlink()
+            except OSError as exc:
+                if exc.errno in _NO_SUCH_PATH:
+                    continue  # not quarantined (or its quarantine path could never exist)
+                raise
+            n += 1
         return n
