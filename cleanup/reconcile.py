@@ -86,12 +86,19 @@ class Reconciler:
                     f"{format_time(taken_at) if taken_at else 'an unknown time'}, not after "
                     f"the plan's snapshot ({format_time(self.plan_taken_at)})",
                 hint="reconcile against the live metadata, read now")
+        import duckdb
+
         from cleanup.refs import load_refs
 
-        stats = load_refs(self.con, f"read_parquet({sql_literal(path)})", self.store,
-                          name="live_refs", workdir=self.tmp,
-                          encoding=self.encoding or meta.get("ref_encoding", "literal"),
-                          base=self.base if self.base is not None else meta.get("ref_base"))
+        try:
+            stats = load_refs(self.con, f"read_parquet({sql_literal(path)})", self.store,
+                              name="live_refs", workdir=self.tmp,
+                              encoding=self.encoding or meta.get("ref_encoding", "literal"),
+                              base=self.base if self.base is not None else meta.get("ref_base"))
+        except (duckdb.Error, OSError, ValueError) as exc:
+            raise UsageError(f"--reconcile-with {self.source}: cannot read the references "
+                             f"({str(exc).splitlines()[0][:200]})",
+                             hint="re-take the reconcile snapshot; nothing was touched") from None
         if stats.unresolvable:
             raise InvariantViolation(
                 I9, f"the reconcile source has {stats.unresolvable} reference(s) that cannot "
@@ -100,11 +107,16 @@ class Reconciler:
                      "unreferenced against references it cannot place")
         # Keys and folders (folder keys end in '/'); every key also as a folder name
         # without its slash, so a reference to a directory protects what is under it.
-        self.con.execute(
-            "CREATE OR REPLACE TABLE live AS SELECT DISTINCT key FROM live_refs")
-        self.con.execute(
-            f"CREATE OR REPLACE TABLE live_fold AS SELECT DISTINCT key AS ref, "
-            f"unnest({fold_sql('key')}) AS f FROM live WHERE {needs_fold_sql('key')}")
+        try:
+            self.con.execute(
+                "CREATE OR REPLACE TABLE live AS SELECT DISTINCT key FROM live_refs")
+            self.con.execute(
+                f"CREATE OR REPLACE TABLE live_fold AS SELECT DISTINCT key AS ref, "
+                f"unnest({fold_sql('key')}) AS f FROM live WHERE {needs_fold_sql('key')}")
+        except duckdb.Error as exc:
+            raise UsageError(f"--reconcile-with {self.source}: cannot read the references "
+                             f"({str(exc).splitlines()[0][:200]})",
+                             hint="re-take the reconcile snapshot; nothing was touched") from None
         self.taken_at = taken_at
         self.loaded_at = datetime.now(UTC)
 

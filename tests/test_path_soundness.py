@@ -324,3 +324,18 @@ def test_key_too_long_for_quarantine_refuses_the_plan(case: Case) -> None:
     r = case.plan("--json", "--quarantine", "none")
     assert r.code == 0, r.err
     assert long_key in _manifest(case.tmp / "plan")
+
+
+def test_damaged_reconcile_parquet_is_a_usage_error(tmp_path: Path) -> None:
+    """A reconcile snapshot with damaged data pages: one-line usage error, no crash."""
+    from cleanup.errors import UsageError
+
+    snap = write_snapshot_file(tmp_path / "live.parquet",
+                               [f"t/key-{i:06d}-{'x' * 40}" for i in range(20000)],
+                               taken_at=T0 + timedelta(hours=1))
+    raw = bytearray(snap.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 4096] = bytes(4096)  # zero a stretch of data pages; footer intact
+    snap.write_bytes(bytes(raw))
+    with pytest.raises(UsageError, match="cannot read the references"):
+        Reconciler(str(snap), S3, T0, workdir=str(tmp_path / "scratch"))
