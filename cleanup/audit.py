@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cleanup.core.canonical import canonical_json
+from cleanup.core.names import I14
 from cleanup.core.paths import RESERVED_PREFIX
 from cleanup.core.timeutil import format_time
 from cleanup.errors import CleanupError, InvariantViolation, StoreError
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 AUDIT_PREFIX = RESERVED_PREFIX + "audit/"
 GENESIS = "0" * 64
-I14 = "I14 audit"
+
 APPEND_TIMEOUT_S = 120
 _ENTRY_NAME = re.compile(r"[0-9]{12}\.json")
 _ENTRY_FIELDS = frozenset({"seq", "prev", "time", "event", "actor", "principal", "plan_id",

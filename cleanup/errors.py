@@ -1,4 +1,5 @@
-"""The error hierarchy and its exit codes (SPEC.md, "Exit codes").
+"""The error hierarchy and its exit codes (SPEC.md, "Exit codes"; the same numbers as
+``cleanup.core.names.EXIT_*``, checked by a test: errors sits below core).
 
 Only the CLI maps errors to exit codes and prints them; library code raises.
 Every error carries a message that says what was wrong (with the numbers) and,

@@ -33,9 +33,8 @@ from cleanup.stores.base import ObjectInfo, quarantine_key
 if TYPE_CHECKING:
     from cleanup.stores.base import Store
 
-I10 = "I10 phased"
-I11 = "I11 recoverable"
-I13 = "I13 residency"
+from cleanup.core.names import I9, I11, I13
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Progress = Callable[[int, int], None]
 
@@ -252,7 +251,7 @@ def _sign_executor(opts: ExecuteOptions, plan_id: str, now: datetime) -> None:
 
 
 def execute(opts: ExecuteOptions) -> ExecuteResult:
-    from cleanup.core.signoff import I8
+    from cleanup.core.names import I8
     from cleanup.lock import Lock
     from cleanup.reconcile import Reconciler
     from cleanup.signoff import check_presence, require_verified
@@ -345,7 +344,7 @@ def execute(opts: ExecuteOptions) -> ExecuteResult:
 
 def _refuse_halted(state: StageState, opts: ExecuteOptions) -> None:
     if state.state == "halted" and not opts.dry_run:
-        raise InvariantViolation("I9 reconcile", f"stage {opts.stage} was halted by "
+        raise InvariantViolation(I9, f"stage {opts.stage} was halted by "
                                                  "reconciliation; it stays halted",
                                  hint="make a new plan from fresh inputs")
 
@@ -493,7 +492,7 @@ def purge(plan_dir: str, *, stage: int, allowed_signers: str, executor: str,
           endpoint_url: str | None = None, region: str | None = None,
           now: datetime | None = None) -> int:
     """Remove a finished stage's quarantine for good, after its retention (I11)."""
-    from cleanup.core.signoff import I8
+    from cleanup.core.names import I8
     from cleanup.signoff import check_presence, require_verified
 
     now = now or datetime.now(UTC)

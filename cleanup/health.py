@@ -17,8 +17,8 @@ import subprocess
 from typing import TYPE_CHECKING, Any
 
 from cleanup.core.invariants import Check
+from cleanup.core.names import I10
 from cleanup.core.paths import sql_literal
-from cleanup.core.stages import I10
 
 if TYPE_CHECKING:
     from cleanup.reconcile import Reconciler

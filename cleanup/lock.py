@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from cleanup.core.canonical import canonical_json
+from cleanup.core.names import I12
 from cleanup.core.paths import RESERVED_PREFIX
 from cleanup.core.timeutil import format_time, parse_time
 from cleanup.errors import InvariantViolation, LockHeld, UsageError
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from cleanup.stores.base import Store
 
 LOCK_KEY = RESERVED_PREFIX + "lock"
-I12 = "I12 exclusive"
+
 DEFAULT_TTL = timedelta(minutes=10)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from cleanup import __version__
 from cleanup.core import invariants as inv
 from cleanup.core.canonical import canonical_json, sha256_file, sha256_hex
+from cleanup.core.names import I10, I11, I13
 from cleanup.core.paths import StoreRef, normalize_ref, parse_store
 from cleanup.core.policy import Policy
 from cleanup.core.stages import (
@@ -120,7 +121,7 @@ def _resolve_policy(opts: PlanOptions) -> tuple[Policy, timedelta, timedelta, li
     if hold < policy.min_hold:
         if not opts.override_minimums:
             raise InvariantViolation(
-                "I10 phased", f"hold {format_duration(hold)} is below the minimum "
+                I10, f"hold {format_duration(hold)} is below the minimum "
                               f"{format_duration(policy.min_hold)}",
                 hint="use a longer --hold, or --override-minimums (recorded for reviewers)")
         overrides.append(f"min_hold lowered from {format_duration(policy.min_hold)} "
@@ -143,7 +144,7 @@ def _store_region(ref: StoreRef, store: Any, requested: str | None) -> str:
     actual = str(store.region())
     if ref.kind == "s3" and requested and requested != actual:
         raise InvariantViolation(
-            "I13 residency", f"--region {requested} but bucket {ref.bucket} is in {actual}",
+            I13, f"--region {requested} but bucket {ref.bucket} is in {actual}",
             hint=f"plan with --region {actual}: a plan is bound to the store's own region")
     return actual
 
@@ -381,7 +382,7 @@ def _check_key_lengths(engine: Any, quarantine: str) -> inv.Check:
     beyond them once moved under the quarantine prefix, are refused at plan time: a
     move that fails mid-stage is the one failure quarantine must not have."""
     n, examples = engine.long_keys(quarantine == "copy")
-    invariant = "I11 recoverable" if quarantine == "copy" else inv.I4
+    invariant = I11 if quarantine == "copy" else inv.I4
     if n:
         return inv.Check(invariant, False,
                          f"{n} candidate key(s) are too long for the store"

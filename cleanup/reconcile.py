@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
+from cleanup.core.names import I9
 from cleanup.core.paths import (
     StoreRef,
     ancestors,
@@ -24,8 +25,6 @@ from cleanup.core.paths import (
 from cleanup.core.timeutil import format_time, parse_time
 from cleanup.errors import InvariantViolation, UsageError
 from cleanup.formats import read_meta
-
-I9 = "I9 reconcile"
 
 
 class Reconciler:

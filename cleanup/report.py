@@ -13,6 +13,7 @@ import os
 from datetime import datetime
 from typing import Any
 
+from cleanup.core.names import I6
 from cleanup.core.paths import sql_literal
 from cleanup.core.timeutil import format_time, parse_time
 from cleanup.show import human_bytes, summarize
@@ -130,7 +131,7 @@ def render_report(plan_dir: str, allowed_signers: str | None = None) -> str:
     if not s["manifest_intact"]:
         from cleanup.errors import InvariantViolation
 
-        raise InvariantViolation("I6 plan-integrity", "manifest.parquet does not match the "
+        raise InvariantViolation(I6, "manifest.parquet does not match the "
                                  "sha256 in plan.json: this is not the plan that was signed",
                                  hint="review only an intact plan; make a new plan")
     p = s["plan"]

@@ -20,6 +20,7 @@ from typing import Any
 from cleanup.core import signoff as so
 from cleanup.core.canonical import canonical_json, sha256_file
 from cleanup.core.invariants import Check
+from cleanup.core.names import I6, I7
 from cleanup.core.policy import Policy
 from cleanup.core.timeutil import format_time, parse_time
 from cleanup.errors import InvariantViolation, SignoffError, UsageError
@@ -53,7 +54,7 @@ def check_integrity(plan_dir: str) -> tuple[dict[str, Any], str, Check]:
     except UsageError as exc:
         if not os.path.isfile(os.path.join(plan_dir, "plan.json")):
             raise
-        raise InvariantViolation(so.I6, f"plan.json cannot be read as a plan ({exc.message})",
+        raise InvariantViolation(I6, f"plan.json cannot be read as a plan ({exc.message})",
                                  hint="a changed plan needs a new plan and new sign-off") from None
     problems = []
     signed = _read_doc(os.path.join(plan_dir, "signatures", "author.json")).get("plan_id")
@@ -81,9 +82,9 @@ def check_integrity(plan_dir: str) -> tuple[dict[str, Any], str, Check]:
             inputs_state[name] = "not present here (not checked)"
     facts = {"plan_id": plan_id, "manifest": manifest_state, "inputs": inputs_state}
     if problems:
-        return plan, plan_id, Check(so.I6, False, "; ".join(problems), facts,
+        return plan, plan_id, Check(I6, False, "; ".join(problems), facts,
                                     hint="a changed plan needs a new plan and new sign-off")
-    return plan, plan_id, Check(so.I6, True, f"plan {plan_id} intact", facts)
+    return plan, plan_id, Check(I6, True, f"plan {plan_id} intact", facts)
 
 
 def _ssh_time(t: datetime) -> str:
@@ -199,7 +200,7 @@ def _policy(plan: dict[str, Any]) -> Policy:
     try:
         return Policy.from_json(plan.get("policy", {}))
     except UsageError as exc:
-        raise InvariantViolation(so.I6, f"plan.json policy is invalid: {exc.message}") from None
+        raise InvariantViolation(I6, f"plan.json policy is invalid: {exc.message}") from None
 
 
 def verify_plan(plan_dir: str, allowed: str, now: datetime | None = None) -> VerifyReport:
@@ -236,7 +237,7 @@ def require_verified(plan_dir: str, allowed: str, now: datetime | None = None) -
     if not rep.integrity.ok:
         rep.integrity.raise_if_failed()
     if not rep.two_person.ok:
-        raise SignoffError(f"{so.I7}: {rep.two_person.detail}", hint=rep.two_person.hint)
+        raise SignoffError(f"{I7}: {rep.two_person.detail}", hint=rep.two_person.hint)
     return rep
 
 

@@ -204,3 +204,20 @@ def test_canonical_json_is_sorted_and_stable() -> None:
     a = canonical_json({"b": 1, "a": [1, {"d": "é", "c": None}]})
     assert a == b'{"a":[1,{"c":null,"d":"\xc3\xa9"}],"b":1}\n'
     assert json.loads(a) == {"b": 1, "a": [1, {"d": "é", "c": None}]}
+
+
+def test_names_table_is_the_one_source() -> None:
+    """Exit codes in errors.py equal the names table; invariant names are unique and
+    every one is written 'I<n> <slug>'."""
+    from cleanup import errors
+    from cleanup.core import names
+
+    assert errors.UsageError.exit_code == names.EXIT_USAGE
+    assert errors.InvariantViolation.exit_code == names.EXIT_INVARIANT
+    assert errors.SignoffError.exit_code == names.EXIT_SIGNOFF
+    assert errors.ReconciliationHalt.exit_code == names.EXIT_HALT
+    assert errors.LockHeld.exit_code == names.EXIT_LOCKED
+    assert errors.CleanupError.exit_code == names.EXIT_BUG
+    assert len(set(names.INVARIANTS)) == 20
+    for i, name in enumerate(names.INVARIANTS, start=1):
+        assert name.startswith(f"I{i} ")

@@ -633,6 +633,7 @@ def audit_verify(store: str, endpoint_url: str | None, region: str | None,
 
     Prints the head hash: keep it, and compare later to detect truncation."""
     from cleanup import audit as audit_log
+    from cleanup.core.names import I14
     from cleanup.errors import InvariantViolation
     from cleanup.stores import open_store
 
@@ -644,7 +645,7 @@ def audit_verify(store: str, endpoint_url: str | None, region: str | None,
         for p in rep.problems:
             say(f"  {p}")
     if not rep.ok:
-        raise InvariantViolation(audit_log.I14, "; ".join(rep.problems[:3]))
+        raise InvariantViolation(I14, "; ".join(rep.problems[:3]))
 
 
 @cli.command()

@@ -13,16 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from cleanup.core.names import I1, I2, I3, I4, I5, I15, I16
 from cleanup.core.timeutil import format_duration, format_time
 from cleanup.errors import InvariantViolation
 
-I1 = "I1 strict-cutoff"
-I2 = "I2 timestamp-precision"
-I3 = "I3 snapshot-sound"
-I4 = "I4 paths-agree"
-I5 = "I5 blast-radius"
-I15 = "I15 clocks-agree"
-I16 = "I16 sentinels"
+__all__ = ["I1", "I2", "I3", "I4", "I5", "I15", "I16"]
 
 
 @dataclass(frozen=True)

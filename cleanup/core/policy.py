@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
 from typing import Any
 
+from cleanup.core.names import I1, I10
 from cleanup.core.timeutil import format_duration, parse_duration
 from cleanup.errors import InvariantViolation, UsageError
 
@@ -89,7 +90,7 @@ class Policy:
             )
         if lowered and not override_minimums:
             raise InvariantViolation(
-                "I1 strict-cutoff" if self.min_buffer < FLOOR_MIN_BUFFER else "I10 phased",
+                I1 if self.min_buffer < FLOOR_MIN_BUFFER else I10,
                 "policy lowers a minimum: " + "; ".join(lowered),
                 hint="pass --override-minimums to record the override in the plan for reviewers",
             )

@@ -14,11 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from cleanup.core.invariants import Check
+from cleanup.core.names import I7, I8
 from cleanup.core.timeutil import format_duration, format_time
-
-I6 = "I6 plan-integrity"
-I7 = "I7 two-person"
-I8 = "I8 presence"
 
 VALID = "valid"
 # States a signature can be in, besides "valid". The first group comes from ssh-keygen.

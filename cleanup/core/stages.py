@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cleanup.core.invariants import Check
+from cleanup.core.names import I10
 from cleanup.core.timeutil import format_duration, format_time
 from cleanup.errors import UsageError
 
@@ -80,7 +81,6 @@ def assign_stage(tenant: str, internal: frozenset[str], stages: list[float]) -> 
 
 # --- the stage gate (I10), pure --------------------------------------------------------
 
-I10 = "I10 phased"
 
 
 @dataclass(frozen=True)
