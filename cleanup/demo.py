@@ -85,6 +85,7 @@ def build(root: Path) -> DemoPaths:
 def run(root: Path, say: Callable[[str], None]) -> dict[str, str]:
     """Build the demo and run the flow that exists so far; return the artefacts' paths."""
     from cleanup.core.stages import DEFAULT_TENANT_PATTERN
+    from cleanup.core.timeutil import format_time
     from cleanup.inventory import list_store
     from cleanup.planner import PlanOptions, make_plan
     from cleanup.snapshot import take_snapshot
@@ -104,11 +105,12 @@ def run(root: Path, say: Callable[[str], None]) -> dict[str, str]:
         store=str(d.store), inventory=inv, snapshot=snap, out=plan_dir, author="alice",
         key=str(d.key("alice")), tenant_pattern=DEFAULT_TENANT_PATTERN,
         internal=("internal-analytics",), stages="10%,100%", quarantine="copy"))
-    m = p.plan["manifest"]
+    m = p.plan.manifest
     say(f"4. cleanup plan --store {d.store} ... -o {plan_dir} --internal internal-analytics "
         f"--author alice --key {d.key('alice')}")
-    say(f"   plan {p.plan_id}: {m['objects']} candidates of {p.plan['scope']['objects']} objects,"
-        f" cutoff {p.plan['cutoff']['time']}; the fresh unreferenced files were kept (I1, I2)")
+    say(f"   plan {p.plan_id}: {m.objects} candidates of {p.plan.scope.objects} objects,"
+        f" cutoff {format_time(p.plan.cutoff.time)}; the fresh unreferenced files were kept "
+        "(I1, I2)")
     from cleanup.executor import ExecuteOptions, execute
     from cleanup.report import write_report
     from cleanup.signoff import approve, require_verified, witness

@@ -14,44 +14,45 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cleanup.core.invariants import Check
 from cleanup.core.names import I10
 from cleanup.core.paths import sql_literal
 
 if TYPE_CHECKING:
+    from cleanup.bundle import PlanBundle
     from cleanup.reconcile import Reconciler
     from cleanup.stores.base import Store
 
 PREFIX_BOUND = 10_000
 
 
-def probe_keys(rec: Reconciler, plan_dir: str, prev_stage: int, sample: int) -> list[str]:
-    manifest = sql_literal(os.path.join(plan_dir, "manifest.parquet"))
+def probe_keys(rec: Reconciler, bundle: PlanBundle, prev_stage: int, sample: int) -> list[str]:
+    manifest = bundle.manifest_sql()
     con = rec.con
     sampled = [r[0] for r in con.execute(
         f"SELECT key FROM live ORDER BY md5(key), key LIMIT {int(sample)}").fetchall()]
     near = [r[0] for r in con.execute(
         "SELECT l.key FROM live l SEMI JOIN (SELECT DISTINCT regexp_extract(key, '^(.*/)', 1) "
-        f"AS p FROM read_parquet({manifest}) WHERE stage = {int(prev_stage)}) d "
+        f"AS p FROM {manifest} WHERE stage = {int(prev_stage)}) d "
         "ON regexp_extract(l.key, '^(.*/)', 1) = d.p "
         f"ORDER BY md5(l.key), l.key LIMIT {PREFIX_BOUND}").fetchall()]
     return sorted(set(sampled) | set(near))
 
 
-def read_probe(store: Store, rec: Reconciler, plan: dict[str, Any], plan_dir: str,
-               prev_stage: int, sample: int) -> Check:
+def read_probe(store: Store, rec: Reconciler, bundle: PlanBundle, prev_stage: int,
+               sample: int) -> Check:
     import duckdb
     import pyarrow as pa
 
-    keys = probe_keys(rec, plan_dir, prev_stage, sample)
+    keys = probe_keys(rec, bundle, prev_stage, sample)
     found: dict[str, int] = {}
     for i in range(0, len(keys), 1000):
         found.update({k: o.size for k, o in store.current(keys[i:i + 1000]).items()})
     missing = [k for k in keys if k not in found]
     recorded: dict[str, int] = {}
-    inv = plan.get("inputs", {}).get("inventory", {}).get("path")
+    inv = bundle.plan.inputs.inventory.path
     if inv and os.path.isfile(inv) and keys:
         con = duckdb.connect()
         con.register("probe", pa.table({"key": keys}))

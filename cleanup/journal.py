@@ -20,8 +20,9 @@ from cleanup.core.timeutil import format_time
 
 
 def journal_path(plan_dir: str, stage: int, dry_run: bool = False) -> str:
-    name = f"stage-{stage}.dry-run.jsonl" if dry_run else f"stage-{stage}.jsonl"
-    return os.path.join(plan_dir, "journal", name)
+    from cleanup.bundle import PlanBundle
+
+    return PlanBundle.layout(plan_dir).journal_path(stage, dry_run)
 
 
 # Fault injection for the crash tests: SIGKILL this process right after the Nth

@@ -14,12 +14,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cleanup import __version__
+from cleanup.bundle import MANIFEST, BundleLayout, PlanBundle
 from cleanup.core import invariants as inv
-from cleanup.core.canonical import canonical_json, sha256_file, sha256_hex
-from cleanup.core.names import I10, I11, I13
+from cleanup.core.canonical import canonical_json, sha256_file
+from cleanup.core.names import I10, I11, I13, I19
 from cleanup.core.paths import StoreRef, normalize_ref, parse_store
 from cleanup.core.policy import Policy
 from cleanup.core.stages import (
@@ -39,9 +40,26 @@ from cleanup.core.timeutil import (
 from cleanup.errors import InvariantViolation, UsageError
 from cleanup.formats import read_meta
 from cleanup.inputs import check_inventory, check_snapshot
+from cleanup.model import (
+    PLAN_FORMAT,
+    CheckRecord,
+    Inputs,
+    InventoryInfo,
+    ManifestInfo,
+    Plan,
+    ReferencesInfo,
+    Scope,
+    Signature,
+    SnapshotInfo,
+    Stage,
+    Stamp,
+    Tool,
+)
+
+if TYPE_CHECKING:
+    from cleanup.engine import Engine, EngineResult
 
 QUARANTINE_MODES = ("copy", "versioning", "none")
-PLAN_FORMAT = "cleanup-plan/1"
 
 
 @dataclass(frozen=True)
@@ -77,12 +95,32 @@ class PlanOptions:
 class PlanResult:
     path: str
     plan_id: str
-    plan: dict[str, Any]
+    plan: Plan
 
 
-def _stamp(t: datetime, clock: str) -> dict[str, str]:
-    """Every timestamp in plan.json says which clock it came from (I15)."""
-    return {"time": format_time(t), "clock": clock}
+@dataclass(frozen=True)
+class Facts:
+    """What the planner learnt before running the engine: the inputs' metadata, the
+    resolved policy and durations, the cutoff, the store's region, precision and clocks,
+    and the checks made so far (I3, I1, I15)."""
+
+    ref: StoreRef
+    inv_meta: dict[str, str]
+    snap_meta: dict[str, str]
+    policy: Policy
+    buffer: timedelta
+    hold: timedelta
+    overrides: list[str]
+    taken_at: datetime
+    snapshot_rows: int | None
+    cutoff: datetime
+    listed_at: datetime
+    precision: timedelta
+    region: str
+    skews: dict[str, timedelta]
+    checks: list[inv.Check]
+    sentinels: tuple[str, ...]
+    stage_pcts: list[float]
 
 
 def _input_facts(path: str, kind: str) -> dict[str, str]:
@@ -170,16 +208,47 @@ def make_plan(opts: PlanOptions) -> PlanResult:
             exc.message += f" ({warning})"
         raise
     audit.append(store, "plan-created", plan_id=res.plan_id, principal=opts.author,
-                 details={"plan_dir": res.path, "objects": res.plan["manifest"]["objects"],
-                          "bytes": res.plan["manifest"]["bytes"],
-                          "cutoff": res.plan["cutoff"]["time"]})
+                 details={"plan_dir": res.path, "objects": res.plan.manifest.objects,
+                          "bytes": res.plan.manifest.bytes,
+                          "cutoff": format_time(res.plan.cutoff.time)})
     return res
 
 
 def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
-    from cleanup.engine import Engine, EngineInput
-    from cleanup.signing import NS_PLAN, public_key_of, sign_file
+    out = _check_options(opts)
+    now = opts.now or datetime.now(UTC)
+    facts = _read_facts(opts, store, now)
+    parent = os.path.dirname(out) or "."
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".cleanup-plan-", dir=parent)
+    try:
+        layout = PlanBundle.layout(os.path.join(work, "bundle"))
+        res, per_stage, checks = _run_engine(opts, facts, work, layout)
+        inputs = Inputs(
+            InventoryInfo(os.path.abspath(opts.inventory), sha256_file(opts.inventory),
+                          facts.inv_meta.get("source"), int(facts.inv_meta.get("rows", "0")),
+                          Stamp(facts.listed_at, facts.inv_meta.get("listed_at_clock", "local")),
+                          facts.precision, facts.inv_meta.get("time_source", "unknown")),
+            SnapshotInfo(os.path.abspath(opts.snapshot), sha256_file(opts.snapshot),
+                         facts.snap_meta.get("source"), facts.snapshot_rows,
+                         facts.snap_meta.get("digest"),
+                         Stamp(facts.taken_at, facts.snap_meta.get("taken_at_clock", "claimed"))))
+        from cleanup.signing import public_key_of
 
+        plan = compute_plan(opts, facts, res, per_stage, checks, inputs=inputs,
+                            manifest_sha256=sha256_file(layout.manifest_file),
+                            author_key=public_key_of(opts.key), now=now)
+        plan_id = _write_bundle(plan, layout, opts)
+        if os.path.isdir(out):
+            os.rmdir(out)  # empty (checked above)
+        os.replace(layout.root, out)
+        return PlanResult(out, plan_id, plan)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _check_options(opts: PlanOptions) -> str:
+    """Refuse bad options before reading anything; return the absolute output directory."""
     if opts.quarantine not in QUARANTINE_MODES:
         raise UsageError(f"--quarantine must be one of {', '.join(QUARANTINE_MODES)}")
     out = os.path.abspath(opts.out)
@@ -188,20 +257,23 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
                          hint="a plan is immutable: write a new plan to a new directory")
     if not os.path.exists(opts.key):
         raise UsageError(f"--key {opts.key} does not exist")
-    ref = parse_store(opts.store)
-    if opts.quarantine == "versioning" and ref.kind != "s3":
+    if opts.quarantine == "versioning" and parse_store(opts.store).kind != "s3":
         raise UsageError("--quarantine versioning needs an S3 store with versioning Enabled")
+    return out
+
+
+def _read_facts(opts: PlanOptions, store: Any, now: datetime) -> Facts:
+    """Read the inputs' facts, check I3 and I1 (no store access yet), then probe the
+    store's region and clock (I13, I15)."""
+    ref = parse_store(opts.store)
     stage_pcts = parse_stages(opts.stages)
-    group = compile_tenant_pattern(opts.tenant_pattern)
+    compile_tenant_pattern(opts.tenant_pattern)
     sentinels = tuple(sorted({_sentinel_key(s, ref) for s in opts.sentinels}))
     policy, buffer, hold, overrides = _resolve_policy(opts)
-
     inv_meta = _input_facts(opts.inventory, "inventory")
     snap_meta = _input_facts(opts.snapshot, "snapshot")
     _check_store_matches(ref, inv_meta)
-    now = opts.now or datetime.now(UTC)
     checks: list[inv.Check] = []
-
     taken_at = parse_time(snap_meta["taken_at"]) if snap_meta.get("taken_at") else None
     rows = int(snap_meta["rows"]) if snap_meta.get("rows", "").isdigit() else None
     checks.append(inv.check_snapshot_sound(rows=rows, taken_at=taken_at,
@@ -214,157 +286,139 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
     c1, cutoff = inv.derive_cutoff(taken_at, buffer, policy.min_buffer, opts.cutoff)
     checks.append(c1)
     c1.raise_if_failed()
-
     # I2: the largest of the declared precision, the column's unit and the store's.
     precision = max(check_inventory(opts.inventory).precision, store.precision)
     check_snapshot(opts.snapshot)
     listed_at = parse_time(inv_meta["listed_at"])
-
     region = _store_region(ref, store, opts.region)
     skews: dict[str, timedelta] = {"store": store.probe_clock().skew()}
     if snap_meta.get("metadata_skew_us"):
         skews["metadata"] = timedelta(microseconds=int(snap_meta["metadata_skew_us"]))
     checks.append(inv.check_clocks(skews, max_skew=policy.max_clock_skew, buffer=buffer))
     checks[-1].raise_if_failed()
+    return Facts(ref, inv_meta, snap_meta, policy, buffer, hold, overrides, taken_at, rows,
+                 cutoff, listed_at, precision, region, skews, checks, sentinels, stage_pcts)
 
-    parent = os.path.dirname(out) or "."
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".cleanup-plan-", dir=parent)
+
+def _run_engine(opts: PlanOptions, facts: Facts, work: str, layout: BundleLayout,
+                ) -> tuple[EngineResult, list[dict[str, Any]], list[inv.Check]]:
+    """Run the anti-join, check its result (I2, I4, I5, I11, I16), write the manifest."""
+    from cleanup.engine import Engine, EngineInput
+
+    engine = Engine(EngineInput(
+        inventory=os.path.abspath(opts.inventory), snapshot=os.path.abspath(opts.snapshot),
+        store=facts.ref, cutoff=facts.cutoff, precision=facts.precision,
+        tenant_pattern=opts.tenant_pattern,
+        tenant_group=compile_tenant_pattern(opts.tenant_pattern), sentinels=facts.sentinels,
+        memory_limit=opts.memory_limit, threads=opts.threads,
+        temp_dir=os.path.join(work, ".spill"),
+        ref_encoding=facts.snap_meta.get("ref_encoding", "literal"),
+        ref_base=facts.snap_meta.get("ref_base") or None,
+        foreign_ok=tuple(parse_store(s) for s in opts.foreign_refs_ok)))
     try:
-        engine = Engine(EngineInput(
-            inventory=os.path.abspath(opts.inventory), snapshot=os.path.abspath(opts.snapshot),
-            store=ref, cutoff=cutoff, precision=precision, tenant_pattern=opts.tenant_pattern,
-            tenant_group=group, sentinels=sentinels, memory_limit=opts.memory_limit,
-            threads=opts.threads, temp_dir=os.path.join(work, ".spill"),
-            ref_encoding=snap_meta.get("ref_encoding", "literal"),
-            ref_base=snap_meta.get("ref_base") or None,
-            foreign_ok=tuple(parse_store(s) for s in opts.foreign_refs_ok)))
-        try:
-            res = engine.compute()
-            checks.append(_check_key_lengths(engine, opts.quarantine))
-            checks += [
-                inv.check_precision(newest_candidate=res.newest_candidate, precision=precision,
-                                    cutoff=cutoff),
-                inv.check_paths_agree(in_scope_refs=res.in_scope_refs,
-                                      missing_refs=res.missing_refs,
-                                      out_of_scope_refs=res.out_of_scope_refs,
-                                      max_missing=policy.max_missing_refs,
-                                      examples=res.missing_examples,
-                                      foreign_refs=res.foreign_refs,
-                                      max_foreign=policy.max_foreign_refs,
-                                      foreign_where=res.foreign_where,
-                                      unresolvable_refs=res.unresolvable_refs,
-                                      unresolvable_examples=res.unresolvable_examples,
-                                      near_misses=res.near_misses,
-                                      near_miss_examples=res.near_miss_examples,
-                                      near_misses_accepted=opts.accept_near_misses),
-                inv.check_blast_radius(candidates=res.candidates,
-                                       candidate_bytes=res.candidate_bytes,
-                                       scope_objects=res.scope_objects,
-                                       scope_bytes=res.scope_bytes,
-                                       max_fraction=policy.max_delete_fraction),
-            ]
-            if sentinels:
-                checks.append(inv.check_sentinels(
-                    sentinels, in_snapshot=res.sentinels_in_snapshot,
-                    in_inventory=res.sentinels_in_inventory,
-                    in_candidates=res.sentinels_in_candidates))
-            _raise_failed(checks)
-            internal = frozenset(opts.internal)
-            stage_of = {t: assign_stage(t, internal, stage_pcts) for t in res.tenants}
-            bundle = os.path.join(work, "bundle")
-            os.makedirs(os.path.join(bundle, "signatures", "approvals"))
-            manifest = os.path.join(bundle, "manifest.parquet")
-            per_stage = engine.write_manifest(stage_of, manifest)
-        finally:
-            engine.close()
-        stages = _stage_table(per_stage, stage_pcts, opts.internal)
-        plan = {
-            "format": PLAN_FORMAT,
-            "tool": {"name": "cleanup", "version": __version__},
-            "store": ref.url,
-            "region": region,
-            "created_at": _stamp(now, "local"),
-            "author": opts.author,
-            "author_key": public_key_of(opts.key),
-            "inputs": {
-                "inventory": {
-                    "path": os.path.abspath(opts.inventory),
-                    "sha256": sha256_file(opts.inventory),
-                    "source": inv_meta.get("source"),
-                    "rows": int(inv_meta.get("rows", "0")),
-                    "listed_at": _stamp(listed_at, inv_meta.get("listed_at_clock", "local")),
-                    "precision": format_duration(precision),
-                    "time_source": inv_meta.get("time_source", "unknown"),
-                },
-                "snapshot": {
-                    "path": os.path.abspath(opts.snapshot),
-                    "sha256": sha256_file(opts.snapshot),
-                    "source": snap_meta.get("source"),
-                    "rows": rows,
-                    "digest": snap_meta.get("digest"),
-                    "taken_at": _stamp(taken_at, snap_meta.get("taken_at_clock", "claimed")),
-                },
-            },
-            "buffer": format_duration(buffer),
-            "cutoff": _stamp(cutoff, "derived: snapshot taken_at minus buffer"
-                             if opts.cutoff is None else "given: --cutoff, checked against "
-                             "snapshot taken_at minus buffer"),
-            "hold": format_duration(hold),
-            "quarantine": opts.quarantine,
-            "policy": policy.to_json(),
-            "overrides": overrides,
-            "tenant_pattern": opts.tenant_pattern,
-            "internal": sorted(opts.internal),
-            "stages": stages,
-            "scope": {"objects": res.scope_objects, "bytes": res.scope_bytes,
-                      "newest_last_modified": format_time(res.newest_in_scope)
-                      if res.newest_in_scope else None},
-            "references": {"rows": res.snapshot_rows, "in_scope": res.in_scope_refs,
-                           "out_of_scope": res.out_of_scope_refs, "missing": res.missing_refs,
-                           "encoding": snap_meta.get("ref_encoding", "literal"),
-                           "base": snap_meta.get("ref_base") or None,
-                           "folders": res.folder_refs,
-                           "implicit_folders": res.implicit_folder_refs,
-                           "protected_by_folder": res.protected_by_folder,
-                           "foreign": res.foreign_refs,
-                           "foreign_acknowledged": res.foreign_acknowledged,
-                           "foreign_ok": sorted(opts.foreign_refs_ok),
-                           "foreign_where": res.foreign_where,
-                           "near_misses": res.near_misses,
-                           "near_miss_examples": [list(p) for p in res.near_miss_examples],
-                           "undecodable_names": res.undecodable_names},
-            "manifest": {"path": "manifest.parquet", "sha256": sha256_file(manifest),
-                         "objects": res.candidates, "bytes": res.candidate_bytes,
-                         "oldest_last_modified": format_time(res.oldest_candidate)
-                         if res.oldest_candidate else None,
-                         "newest_last_modified": format_time(res.newest_candidate)
-                         if res.newest_candidate else None},
-            "sentinels": list(sentinels),
-            "unsafe_store_without_conditional_writes":
-                opts.unsafe_store_without_conditional_writes,
-            "clocks": {k: format_duration(v) for k, v in skews.items()},
-            "invariants": [c.to_json() for c in checks],
-        }
-        plan_bytes = canonical_json(plan)
-        with open(os.path.join(bundle, "plan.json"), "wb") as fh:
-            fh.write(plan_bytes)
-        plan_id = sha256_hex(plan_bytes)
-        author_doc = {"plan_id": plan_id, "signer": opts.author,
-                      "signed_at": format_time(datetime.now(UTC)), "role": "author",
-                      "comment": ""}
-        author_json = os.path.join(bundle, "signatures", "author.json")
-        with open(author_json, "wb") as fh:
-            fh.write(canonical_json(author_doc))
-        sig = sign_file(author_json, opts.key, NS_PLAN)
-        os.replace(sig, os.path.join(bundle, "signatures", "author.sig"))
-        _fsync_tree(bundle)
-        if os.path.isdir(out):
-            os.rmdir(out)  # empty (checked above)
-        os.replace(bundle, out)
-        return PlanResult(out, plan_id, plan)
+        res = engine.compute()
+        checks = [*facts.checks, *check_result(opts, facts, engine, res)]
+        _raise_failed(checks)
+        internal = frozenset(opts.internal)
+        stage_of = {t: assign_stage(t, internal, facts.stage_pcts) for t in res.tenants}
+        os.makedirs(layout.approvals_dir)
+        per_stage = engine.write_manifest(stage_of, layout.manifest_file)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        engine.close()
+    return res, per_stage, checks
+
+
+def check_result(opts: PlanOptions, facts: Facts, engine: Engine,
+                 res: EngineResult) -> list[inv.Check]:
+    """The checks of the engine's result: key lengths, I2, I4, I5 and I16."""
+    policy = facts.policy
+    checks = [
+        _check_confined(engine),
+        _check_key_lengths(engine, opts.quarantine),
+        inv.check_precision(newest_candidate=res.newest_candidate, precision=facts.precision,
+                            cutoff=facts.cutoff),
+        inv.check_paths_agree(in_scope_refs=res.in_scope_refs, missing_refs=res.missing_refs,
+                              out_of_scope_refs=res.out_of_scope_refs,
+                              max_missing=policy.max_missing_refs,
+                              examples=res.missing_examples, foreign_refs=res.foreign_refs,
+                              max_foreign=policy.max_foreign_refs,
+                              foreign_where=res.foreign_where,
+                              unresolvable_refs=res.unresolvable_refs,
+                              unresolvable_examples=res.unresolvable_examples,
+                              near_misses=res.near_misses,
+                              near_miss_examples=res.near_miss_examples,
+                              near_misses_accepted=opts.accept_near_misses),
+        inv.check_blast_radius(candidates=res.candidates, candidate_bytes=res.candidate_bytes,
+                               scope_objects=res.scope_objects, scope_bytes=res.scope_bytes,
+                               max_fraction=policy.max_delete_fraction),
+    ]
+    if facts.sentinels:
+        checks.append(inv.check_sentinels(
+            facts.sentinels, in_snapshot=res.sentinels_in_snapshot,
+            in_inventory=res.sentinels_in_inventory, in_candidates=res.sentinels_in_candidates))
+    return checks
+
+
+def compute_plan(opts: PlanOptions, facts: Facts, res: EngineResult,
+                 per_stage: list[dict[str, Any]], checks: list[inv.Check], *, inputs: Inputs,
+                 manifest_sha256: str, author_key: str, now: datetime) -> Plan:
+    """The plan from the input facts, the engine's result, the policy and ``now``.
+
+    Pure: no file, clock or store access (the caller read and measured everything).
+    """
+    return Plan(
+        format=PLAN_FORMAT, tool=Tool("cleanup", __version__), store=facts.ref.url,
+        region=facts.region, created_at=Stamp(now, "local"), author=opts.author,
+        author_key=author_key, inputs=inputs, buffer=facts.buffer,
+        cutoff=Stamp(facts.cutoff, "derived: snapshot taken_at minus buffer"
+                     if opts.cutoff is None else "given: --cutoff, checked against "
+                     "snapshot taken_at minus buffer"),
+        hold=facts.hold, quarantine=opts.quarantine, policy=facts.policy,
+        overrides=tuple(facts.overrides), tenant_pattern=opts.tenant_pattern,
+        internal=tuple(sorted(opts.internal)),
+        stages=_stage_table(per_stage, facts.stage_pcts, opts.internal),
+        scope=Scope(res.scope_objects, res.scope_bytes, res.newest_in_scope),
+        references=_references(opts, facts, res),
+        manifest=ManifestInfo(MANIFEST, manifest_sha256, res.candidates,
+                              res.candidate_bytes, res.oldest_candidate, res.newest_candidate),
+        sentinels=facts.sentinels,
+        unsafe_store_without_conditional_writes=opts.unsafe_store_without_conditional_writes,
+        clocks=dict(facts.skews),
+        invariants=tuple(CheckRecord(c.invariant, c.ok, c.detail, dict(c.facts))
+                         for c in checks),
+    )
+
+
+def _references(opts: PlanOptions, facts: Facts, res: EngineResult) -> ReferencesInfo:
+    return ReferencesInfo(
+        rows=res.snapshot_rows, in_scope=res.in_scope_refs, out_of_scope=res.out_of_scope_refs,
+        missing=res.missing_refs, encoding=facts.snap_meta.get("ref_encoding", "literal"),
+        base=facts.snap_meta.get("ref_base") or None, folders=res.folder_refs,
+        implicit_folders=res.implicit_folder_refs,
+        protected_by_folder=res.protected_by_folder, foreign=res.foreign_refs,
+        foreign_acknowledged=res.foreign_acknowledged,
+        foreign_ok=tuple(sorted(opts.foreign_refs_ok)), foreign_where=dict(res.foreign_where),
+        near_misses=res.near_misses,
+        near_miss_examples=tuple((a, b) for a, b in res.near_miss_examples),
+        undecodable_names=res.undecodable_names)
+
+
+def _write_bundle(plan: Plan, layout: BundleLayout, opts: PlanOptions) -> str:
+    """Write plan.json and the author's signature into ``layout`` (manifest already there),
+    fsync it all; return the plan id."""
+    from cleanup.signing import NS_PLAN, sign_file
+
+    plan_bytes = plan.to_bytes()
+    with open(layout.plan_json, "wb") as fh:
+        fh.write(plan_bytes)
+    plan_id = plan.plan_id
+    doc = Signature(plan_id, opts.author, datetime.now(UTC), "author").to_json()
+    with open(layout.author_json, "wb") as fh:
+        fh.write(canonical_json(doc))
+    sig = sign_file(layout.author_json, opts.key, NS_PLAN)
+    os.replace(sig, layout.author_sig)
+    _fsync_tree(layout.root)
+    return plan_id
 
 
 def _check_time_range(buffer: timedelta, hold: timedelta, cutoff: datetime | None) -> None:
@@ -375,6 +429,20 @@ def _check_time_range(buffer: timedelta, hold: timedelta, cutoff: datetime | Non
     if cutoff is not None and not EARLIEST_TIME <= cutoff < LATEST_TIME:
         raise UsageError(f"--cutoff {cutoff.isoformat()} is out of range",
                          hint="give a time between the years 1000 and 8999 (UTC)")
+
+
+def _check_confined(engine: Any) -> inv.Check:
+    """I19: no candidate key may climb out of its place (``..``, absolute, NUL)."""
+    n, examples = engine.unsafe_keys()
+    if n:
+        return inv.Check(I19, False,
+                         f"{n} candidate key(s) are not safe store paths ('.' or '..' "
+                         f"segments, absolute, NUL or empty segments), e.g. "
+                         f"{', '.join(repr(e) for e in examples)}", {"unsafe_keys": n},
+                         hint="such objects must be removed by hand after review: a "
+                              "quarantine path built from them could name another object")
+    return inv.Check(I19, True, "every candidate key is a confined store path",
+                     {"unsafe_keys": 0})
 
 
 def _check_key_lengths(engine: Any, quarantine: str) -> inv.Check:
@@ -412,7 +480,7 @@ def _raise_failed(checks: list[inv.Check]) -> None:
 
 
 def _stage_table(per_stage: list[dict[str, Any]], pcts: list[float],
-                 internal: tuple[str, ...]) -> list[dict[str, Any]]:
+                 internal: tuple[str, ...]) -> tuple[Stage, ...]:
     counts = {s["stage"]: s for s in per_stage}
     out = []
     prev = 0.0
@@ -423,9 +491,9 @@ def _stage_table(per_stage: list[dict[str, Any]], pcts: list[float],
             selector = f"tenant hash in [{prev:g}%, {pcts[stage - 1]:g}%)"
             prev = pcts[stage - 1]
         c = counts.get(stage, {})
-        out.append({"stage": stage, "selector": selector, "objects": c.get("objects", 0),
-                    "bytes": c.get("bytes", 0), "tenants": c.get("tenants", 0)})
-    return out
+        out.append(Stage(stage, selector, c.get("objects", 0), c.get("bytes", 0),
+                         c.get("tenants", 0)))
+    return tuple(out)
 
 
 def _fsync_tree(path: str) -> None:
@@ -438,4 +506,5 @@ def _fsync_tree(path: str) -> None:
                 os.close(fd)
 
 
-__all__ = ["PlanOptions", "PlanResult", "make_plan"]
+__all__ = ["PLAN_FORMAT", "Facts", "PlanOptions", "PlanResult", "check_result", "compute_plan",
+           "make_plan"]

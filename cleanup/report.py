@@ -13,10 +13,10 @@ import os
 from datetime import datetime
 from typing import Any
 
+from cleanup.bundle import PlanBundle
 from cleanup.core.names import I6
-from cleanup.core.paths import sql_literal
-from cleanup.core.timeutil import format_time, parse_time
-from cleanup.show import human_bytes, summarize
+from cleanup.core.timeutil import format_duration, format_time
+from cleanup.show import human_bytes, summarize_bundle
 
 SAMPLE = 25
 BINS = 40
@@ -26,10 +26,10 @@ def _e(x: object) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _aggregates(plan_dir: str, cutoff: datetime, oldest: datetime | None) -> dict[str, Any]:
+def _aggregates(bundle: PlanBundle, cutoff: datetime, oldest: datetime | None) -> dict[str, Any]:
     import duckdb
 
-    m = f"read_parquet({sql_literal(os.path.join(plan_dir, 'manifest.parquet'))})"
+    m = bundle.manifest_sql()
     con = duckdb.connect()
     try:
         lo = oldest or cutoff
@@ -127,55 +127,56 @@ code{font-family:ui-monospace,monospace;font-size:.92em;word-break:break-all}
 
 def render_report(plan_dir: str, allowed_signers: str | None = None) -> str:
     """The report as one HTML string."""
-    s = summarize(plan_dir, top=20)
+    with PlanBundle.open(plan_dir) as bundle:
+        return _render(bundle, allowed_signers)
+
+
+def _render(bundle: PlanBundle, allowed_signers: str | None) -> str:
+    plan_dir = bundle.root
+    s = summarize_bundle(bundle, top=20)
     if not s["manifest_intact"]:
         from cleanup.errors import InvariantViolation
 
         raise InvariantViolation(I6, "manifest.parquet does not match the "
                                  "sha256 in plan.json: this is not the plan that was signed",
                                  hint="review only an intact plan; make a new plan")
-    p = s["plan"]
-    cutoff = parse_time(p["cutoff"]["time"])
-    taken = parse_time(p["inputs"]["snapshot"]["taken_at"]["time"])
-    listed = parse_time(p["inputs"]["inventory"]["listed_at"]["time"])
-    created = parse_time(p["created_at"]["time"])
-    m = p["manifest"]
-    oldest = parse_time(m["oldest_last_modified"]) if m.get("oldest_last_modified") else None
-    newest = parse_time(m["newest_last_modified"]) if m.get("newest_last_modified") else None
-    agg = _aggregates(plan_dir, cutoff, oldest)
+    p = bundle.plan
+    inv, snap = p.inputs.inventory, p.inputs.snapshot
+    cutoff, taken = p.cutoff.time, snap.taken_at.time
+    listed, created = inv.listed_at.time, p.created_at.time
+    m = p.manifest
+    oldest, newest = m.oldest_last_modified, m.newest_last_modified
+    agg = _aggregates(bundle, cutoff, oldest)
     out = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
            f"<title>cleanup review {_e(s['plan_id'][:12])}</title><style>{CSS}</style></head>"
            "<body>"]
-    warnings = list(p.get("overrides", []))
-    if p.get("quarantine") == "none":
+    warnings = list(p.overrides)
+    if p.quarantine == "none":
         warnings.append("quarantine = none: removed files are NOT recoverable")
-    if p["inputs"]["inventory"].get("time_source") == "mtime":
+    if inv.time_source == "mtime":
         warnings.append("the inventory trusted mtime alone (--trust-mtime)")
     if warnings:
         out.append('<div class="override" id="overrides"><strong>POLICY OVERRIDES AND RISKS'
                    "</strong><ul>" + "".join(f"<li>{_e(w)}</li>" for w in warnings) +
                    "</ul></div>")
     out.append(f"<h1>Deletion plan <code id=plan-id>{_e(s['plan_id'])}</code></h1>")
-    out.append(_verification(plan_dir, s, allowed_signers))
+    out.append(_verification(bundle, s, allowed_signers))
     out.append(_table(["", ""], [
-        ["store", f"{p['store']} (region {p['region']})"],
-        ["candidates", f"{m['objects']:,} objects, {human_bytes(m['bytes'])} "
-                       f"of {p['scope']['objects']:,} objects, "
-                       f"{human_bytes(p['scope']['bytes'])} in scope"],
-        ["cutoff", f"{p['cutoff']['time']} = snapshot taken_at "
-                   f"{p['inputs']['snapshot']['taken_at']['time']} "
-                   f"({p['inputs']['snapshot']['taken_at']['clock']}) - buffer {p['buffer']}"],
-        ["inventory", f"{p['inputs']['inventory']['source']}, listed_at "
-                      f"{p['inputs']['inventory']['listed_at']['time']}, precision "
-                      f"{p['inputs']['inventory']['precision']}"],
-        ["snapshot", f"{p['inputs']['snapshot']['source']}: {p['inputs']['snapshot']['rows']:,} "
-                     f"references, digest {p['inputs']['snapshot']['digest']}"],
-        ["quarantine / hold", f"{p['quarantine']} / {p['hold']}"],
-        ["author", f"{p['author']}, {p['created_at']['time']}"],
+        ["store", f"{p.store} (region {p.region})"],
+        ["candidates", f"{m.objects:,} objects, {human_bytes(m.bytes)} "
+                       f"of {p.scope.objects:,} objects, "
+                       f"{human_bytes(p.scope.bytes)} in scope"],
+        ["cutoff", f"{format_time(cutoff)} = snapshot taken_at {format_time(taken)} "
+                   f"({snap.taken_at.clock}) - buffer {format_duration(p.buffer)}"],
+        ["inventory", f"{inv.source}, listed_at {format_time(listed)}, precision "
+                      f"{format_duration(inv.precision)}"],
+        ["snapshot", f"{snap.source}: {snap.rows:,} references, digest {snap.digest}"],
+        ["quarantine / hold", f"{p.quarantine} / {format_duration(p.hold)}"],
+        ["author", f"{p.author}, {format_time(created)}"],
     ], "facts"))
     out.append("<h2>Invariants</h2>")
     out.append(_table(["invariant", "result", "detail"], [
-        [c["invariant"], "ok" if c["ok"] else "FAILED", c["detail"]] for c in p["invariants"]]))
+        [c.invariant, "ok" if c.ok else "FAILED", c.detail] for c in p.invariants]))
     out.append("<h2>Timeline</h2>")
     out.append(_timeline([("oldest candidate", oldest), ("newest candidate", newest),
                           ("cutoff", cutoff), ("taken_at", taken), ("listed_at", listed),
@@ -184,8 +185,8 @@ def render_report(plan_dir: str, allowed_signers: str | None = None) -> str:
     out.append(_histogram(agg, cutoff))
     out.append("<h2>Stages</h2>")
     out.append(_table(["stage", "selector", "tenants", "objects", "bytes"], [
-        [st["stage"], st["selector"], st["tenants"], f"{st['objects']:,}",
-         human_bytes(st["bytes"])] for st in p["stages"]], "stages"))
+        [st.stage, st.selector, st.tenants, f"{st.objects:,}",
+         human_bytes(st.bytes)] for st in p.stages], "stages"))
     out.append(f"<h2>Tenants (top {min(50, agg['tenant_count'])} of {agg['tenant_count']} "
                "by bytes)</h2>")
     out.append(_table(["tenant", "stage", "objects", "bytes"], [
@@ -206,15 +207,15 @@ def render_report(plan_dir: str, allowed_signers: str | None = None) -> str:
     return "\n".join(out)
 
 
-def _verification(plan_dir: str, s: dict[str, Any], allowed: str | None) -> str:
+def _verification(bundle: PlanBundle, s: dict[str, Any], allowed: str | None) -> str:
     if not s["manifest_intact"]:
         return '<p class="bad" id=verify>manifest.parquet does NOT match plan.json</p>'
     if allowed is None:
         return ('<p id=verify>Signatures not verified here (pass <code>--allowed-signers'
                 "</code>). Manifest matches plan.json.</p>")
-    from cleanup.signoff import verify_plan
+    from cleanup.signoff import verify_bundle
 
-    rep = verify_plan(plan_dir, allowed)
+    rep = verify_bundle(bundle, allowed)
     rows = [[sig.role, sig.signer, sig.state, sig.to_json()["signed_at"] or "", sig.detail]
             for sig in ([rep.author] if rep.author else []) + rep.approvals]
     status = (f'<p id=verify class="{"ok" if rep.ok else "bad"}">'

@@ -8,7 +8,6 @@ JSON), and our own code checks the approval's age against the policy.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -17,14 +16,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from cleanup.bundle import PlanBundle, sig_path
 from cleanup.core import signoff as so
 from cleanup.core.canonical import canonical_json, sha256_file
 from cleanup.core.invariants import Check
 from cleanup.core.names import I6, I7
-from cleanup.core.policy import Policy
-from cleanup.core.timeutil import format_time, parse_time
+from cleanup.core.timeutil import parse_time
 from cleanup.errors import InvariantViolation, SignoffError, UsageError
-from cleanup.show import load_plan
+from cleanup.model import Plan
+from cleanup.model import Signature as SignatureDoc
+from cleanup.model import Witness as WitnessDoc
 from cleanup.signing import NS_PLAN, NS_WITNESS, sign_file, ssh_keygen
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
@@ -46,35 +47,36 @@ def _check_allowed(path: str) -> str:
     return path
 
 
-def check_integrity(plan_dir: str) -> tuple[dict[str, Any], str, Check]:
-    """I6: plan id = sha256(plan.json) is the id the author signed; the manifest and
-    present inputs match their digests. A plan.json that no longer parses is refused (I6)."""
+def open_for_integrity(plan_dir: str) -> PlanBundle:
+    """Open ``plan_dir``; a plan.json that no longer reads as a plan is refused (I6)."""
+    layout = PlanBundle.layout(plan_dir)
     try:
-        plan, plan_id = load_plan(plan_dir)
+        return PlanBundle.open(plan_dir)
     except UsageError as exc:
-        if not os.path.isfile(os.path.join(plan_dir, "plan.json")):
+        if not os.path.isfile(layout.plan_json):
             raise
         raise InvariantViolation(I6, f"plan.json cannot be read as a plan ({exc.message})",
                                  hint="a changed plan needs a new plan and new sign-off") from None
+
+
+def integrity(bundle: PlanBundle) -> Check:
+    """I6: plan id = sha256(plan.json) is the id the author signed; the manifest and
+    present inputs match their digests."""
+    plan_id = bundle.plan_id
     problems = []
-    signed = _read_doc(os.path.join(plan_dir, "signatures", "author.json")).get("plan_id")
+    signed = _read_doc(bundle.author_json).get("plan_id")
     if signed is not None and signed != plan_id:
         problems.append(f"plan.json changed since the author signed it (signed plan "
                         f"{str(signed)[:16]}..., plan.json now hashes to {plan_id[:16]}...)")
-    manifest = os.path.join(plan_dir, "manifest.parquet")
-    recorded = plan.get("manifest", {}).get("sha256")
-    manifest_state = "matches"
-    if not os.path.isfile(manifest):
-        manifest_state = "missing"
+    manifest_state = bundle.manifest_state
+    if manifest_state == "missing":
         problems.append("manifest.parquet is missing")
-    elif sha256_file(manifest) != recorded:
-        manifest_state = "changed"
+    elif manifest_state == "changed":
         problems.append("manifest.parquet does not match the sha256 in plan.json")
     inputs_state = {}
-    for name, inp in sorted(plan.get("inputs", {}).items()):
-        path = inp.get("path")
+    for name, (path, sha) in sorted(bundle.plan.inputs.files().items()):
         if path and os.path.isfile(path):
-            same = sha256_file(path) == inp.get("sha256")
+            same = sha256_file(path) == sha
             inputs_state[name] = "matches" if same else "changed"
             if not same:
                 problems.append(f"input {name} {path} changed since planning")
@@ -82,9 +84,15 @@ def check_integrity(plan_dir: str) -> tuple[dict[str, Any], str, Check]:
             inputs_state[name] = "not present here (not checked)"
     facts = {"plan_id": plan_id, "manifest": manifest_state, "inputs": inputs_state}
     if problems:
-        return plan, plan_id, Check(I6, False, "; ".join(problems), facts,
-                                    hint="a changed plan needs a new plan and new sign-off")
-    return plan, plan_id, Check(I6, True, f"plan {plan_id} intact", facts)
+        return Check(I6, False, "; ".join(problems), facts,
+                     hint="a changed plan needs a new plan and new sign-off")
+    return Check(I6, True, f"plan {plan_id} intact", facts)
+
+
+def check_integrity(plan_dir: str) -> tuple[Plan, str, Check]:
+    """I6 for ``plan_dir``: (plan, plan id, check)."""
+    with open_for_integrity(plan_dir) as bundle:
+        return bundle.plan, bundle.plan_id, integrity(bundle)
 
 
 def _ssh_time(t: datetime) -> str:
@@ -179,11 +187,12 @@ def load_signature(doc_path: str, sig_path: str, allowed: str, role: str, namesp
 @dataclass(frozen=True)
 class VerifyReport:
     plan_id: str
-    plan: dict[str, Any]
+    plan: Plan
     integrity: Check
     author: so.Signature | None
     approvals: list[so.Signature]
     two_person: Check
+    bundle: PlanBundle | None = None  # the bundle checked: later reads use its manifest
 
     @property
     def ok(self) -> bool:
@@ -196,39 +205,36 @@ class VerifyReport:
                 "two_person": self.two_person.to_json()}
 
 
-def _policy(plan: dict[str, Any]) -> Policy:
-    try:
-        return Policy.from_json(plan.get("policy", {}))
-    except UsageError as exc:
-        raise InvariantViolation(I6, f"plan.json policy is invalid: {exc.message}") from None
-
-
 def verify_plan(plan_dir: str, allowed: str, now: datetime | None = None) -> VerifyReport:
     """Check I6 and I7 for ``plan_dir`` against ``allowed`` (an allowed_signers file)."""
     _check_allowed(allowed)
+    return verify_bundle(open_for_integrity(plan_dir), allowed, now)
+
+
+def verify_bundle(bundle: PlanBundle, allowed: str, now: datetime | None = None) -> VerifyReport:
+    """:func:`verify_plan` of an opened bundle."""
+    _check_allowed(allowed)
     now = now or datetime.now(UTC)
-    plan, plan_id, integrity = check_integrity(plan_dir)
-    policy = _policy(plan)
-    author_name = str(plan.get("author", ""))
-    sigdir = os.path.join(plan_dir, "signatures")
+    plan, plan_id = bundle.plan, bundle.plan_id
+    check = integrity(bundle)
+    policy = plan.policy
+    author_name = plan.author
     author = None
-    if os.path.exists(os.path.join(sigdir, "author.json")):
-        raw = load_signature(os.path.join(sigdir, "author.json"),
-                             os.path.join(sigdir, "author.sig"), allowed, "author", NS_PLAN,
+    if os.path.exists(bundle.author_json):
+        raw = load_signature(bundle.author_json, bundle.author_sig, allowed, "author", NS_PLAN,
                              expect_signer=author_name)
         author = so.classify(raw, plan_id=plan_id, author=author_name, author_fingerprint=None,
                              now=now, ttl=policy.approval_ttl, max_skew=policy.max_clock_skew)
     author_fpr = author.fingerprint if author and author.state == so.VALID else None
     approvals = []
-    for doc_path in sorted(glob.glob(os.path.join(sigdir, "approvals", "*.json"))):
-        name = os.path.basename(doc_path)[: -len(".json")]
-        raw = load_signature(doc_path, doc_path[: -len(".json")] + ".sig", allowed, "approver",
-                             NS_PLAN, expect_signer=name)
+    for name, doc_path in bundle.approvals():
+        raw = load_signature(doc_path, sig_path(doc_path), allowed, "approver", NS_PLAN,
+                             expect_signer=name)
         approvals.append(so.classify(raw, plan_id=plan_id, author=author_name,
                                      author_fingerprint=author_fpr, now=now,
                                      ttl=policy.approval_ttl, max_skew=policy.max_clock_skew))
     i7 = so.two_person(author, approvals, policy.min_approvals)
-    return VerifyReport(plan_id, plan, integrity, author, approvals, i7)
+    return VerifyReport(plan_id, plan, check, author, approvals, i7, bundle)
 
 
 def require_verified(plan_dir: str, allowed: str, now: datetime | None = None) -> VerifyReport:
@@ -249,7 +255,7 @@ def _write_signed(doc: dict[str, Any], doc_path: str, key: str, namespace: str) 
         fh.write(canonical_json(doc))
     try:
         sig = sign_file(tmp, key, namespace)
-        os.replace(sig, doc_path[: -len(".json")] + ".sig")
+        os.replace(sig, sig_path(doc_path))
         os.replace(tmp, doc_path)
     finally:
         for p in (tmp, tmp + ".sig"):
@@ -257,7 +263,7 @@ def _write_signed(doc: dict[str, Any], doc_path: str, key: str, namespace: str) 
                 os.unlink(p)
 
 
-def audit_plan_event(plan: dict[str, Any], event: str, *, plan_id: str, principal: str,
+def audit_plan_event(plan: Plan, event: str, *, plan_id: str, principal: str,
                      details: dict[str, Any], endpoint_url: str | None = None) -> str | None:
     """Append to the plan's store's audit log; return a warning if that was not possible.
 
@@ -269,9 +275,8 @@ def audit_plan_event(plan: dict[str, Any], event: str, *, plan_id: str, principa
     from cleanup.stores import open_store
 
     try:
-        store = open_store(str(plan.get("store", "")), endpoint_url=endpoint_url,
-                           region=str(plan.get("region")) if plan.get("store", "").startswith(
-                               "s3") else None)
+        store = open_store(plan.store, endpoint_url=endpoint_url,
+                           region=plan.region if plan.store.startswith("s3") else None)
     except CleanupError as exc:
         return f"warning: audit entry {event!r} not written: {exc.message}"
     return audit.try_append(store, event, plan_id=plan_id, principal=principal, details=details)
@@ -283,13 +288,12 @@ def approve(plan_dir: str, signer: str, key: str, comment: str = "",
     _check_name(signer)
     plan, plan_id, integrity = check_integrity(plan_dir)
     integrity.raise_if_failed()
-    if signer == plan.get("author"):
+    if signer == plan.author:
         raise SignoffError(f"{signer} is the plan's author: self-approval does not count",
                            hint="a second engineer must approve")
     now = now or datetime.now(UTC)
-    doc = {"plan_id": plan_id, "signer": signer, "signed_at": format_time(now),
-           "role": "approver", "comment": comment}
-    path = os.path.join(plan_dir, "signatures", "approvals", f"{signer}.json")
+    doc = SignatureDoc(plan_id, signer, now, "approver", comment).to_json()
+    path = PlanBundle.layout(plan_dir).approval_json(signer)
     _write_signed(doc, path, key, NS_PLAN)
     return plan_id, path
 
@@ -300,13 +304,12 @@ def witness(plan_dir: str, stage: int, signer: str, key: str,
     _check_name(signer)
     plan, plan_id, integrity = check_integrity(plan_dir)
     integrity.raise_if_failed()
-    stages = [s.get("stage") for s in plan.get("stages", [])]
+    stages = [s.stage for s in plan.stages]
     if stage not in stages:
         raise UsageError(f"plan has no stage {stage} (stages: {stages})")
     now = now or datetime.now(UTC)
-    doc = {"plan_id": plan_id, "stage": stage, "signer": signer, "time": format_time(now),
-           "signed_at": format_time(now), "role": "witness"}
-    path = os.path.join(plan_dir, "witness", f"stage-{stage}.{signer}.json")
+    doc = WitnessDoc(plan_id, stage, signer, now).to_json()
+    path = PlanBundle.layout(plan_dir).witness_json(stage, signer)
     _write_signed(doc, path, key, NS_WITNESS)
     return plan_id, path
 
@@ -316,14 +319,14 @@ def check_presence(plan_dir: str, stage: int, executor: str, allowed: str,
     """I8 for the executor: a valid witness of ``stage`` by another principal, fresh enough."""
     _check_allowed(allowed)
     now = now or datetime.now(UTC)
-    plan, plan_id = load_plan(plan_dir)
-    policy = _policy(plan)
+    with PlanBundle.open(plan_dir) as bundle:
+        plan, plan_id = bundle.plan, bundle.plan_id
+    policy = plan.policy
     found = []
-    for doc_path in sorted(glob.glob(os.path.join(plan_dir, "witness", f"stage-{stage}.*.json"))):
-        name = os.path.basename(doc_path)[len(f"stage-{stage}."): -len(".json")]
-        raw = load_signature(doc_path, doc_path[: -len(".json")] + ".sig", allowed, "witness",
+    for name, doc_path in bundle.witnesses(stage):
+        raw = load_signature(doc_path, sig_path(doc_path), allowed, "witness",
                              NS_WITNESS, expect_signer=name)
-        found.append(so.classify(raw, plan_id=plan_id, author=str(plan.get("author", "")),
+        found.append(so.classify(raw, plan_id=plan_id, author=plan.author,
                                  author_fingerprint=None, now=now, ttl=policy.witness_ttl,
                                  max_skew=policy.max_clock_skew, stage=stage,
                                  executor=executor))

@@ -5,21 +5,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from cleanup.core.timeutil import format_time, parse_duration, parse_time
-from cleanup.journal import journal_path, read_records, stage_state
+from cleanup.bundle import PlanBundle
+from cleanup.core.timeutil import format_time, parse_time
+from cleanup.journal import read_records, stage_state
+from cleanup.model import Plan
 
 
-def plan_status(plan_dir: str, plan: dict[str, Any],
+def plan_status(plan_dir: str, plan: Plan,
                 now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or datetime.now(UTC)
-    hold = parse_duration(str(plan.get("hold", "24h")))
+    hold = plan.hold
+    layout = PlanBundle.layout(plan_dir)
     rows: list[dict[str, Any]] = []
     prev: dict[str, Any] | None = None
-    for s in plan.get("stages", []):
-        stage = int(s["stage"])
+    for s in plan.stages:
+        stage = s.stage
         st = stage_state(plan_dir, stage).to_json()
-        st["planned_objects"], st["planned_bytes"] = s["objects"], s["bytes"]
-        gates = [r for r in read_records(journal_path(plan_dir, stage)) if r.get("event") == "gate"]
+        st["planned_objects"], st["planned_bytes"] = s.objects, s.bytes
+        gates = [r for r in read_records(layout.journal_path(stage)) if r.get("event") == "gate"]
         st["gate"] = gates[-1] if gates else None
         if st["finished_at"]:
             st["hold_ends_at"] = format_time(parse_time(st["finished_at"]) + hold)

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cleanup.core.policy import Policy
 from cleanup.core.timeutil import format_time
 from cleanup.formats import encode_meta, inventory_schema, snapshot_schema
+from cleanup.model import (
+    CheckRecord,
+    Inputs,
+    InventoryInfo,
+    ManifestInfo,
+    Plan,
+    ReferencesInfo,
+    Scope,
+    SnapshotInfo,
+    Stage,
+    Stamp,
+    Tool,
+)
 
 T0 = datetime(2026, 5, 14, 21, 30, tzinfo=UTC)
 
@@ -74,3 +90,32 @@ def write_snapshot_file(
     table = pa.table({"key": keys}, schema=snapshot_schema())
     pq.write_table(table.replace_schema_metadata(encode_meta(meta)), path)
     return path
+
+
+def sample_plan(**changes: Any) -> Plan:
+    """A complete, valid :class:`Plan` for tests that need one without planning."""
+    snap_at = T0 + timedelta(hours=30)
+    plan = Plan(
+        tool=Tool("cleanup", "0.0.0"), store="/tmp/store", region="local",
+        created_at=Stamp(snap_at + timedelta(minutes=5), "local"), author="alice",
+        author_key="ssh-ed25519 AAAA alice",
+        inputs=Inputs(
+            InventoryInfo("/nonexistent-cleanup-test/inventory.parquet", "sha256:" + "0" * 64,
+                          "listing", 3, Stamp(snap_at, "local"), timedelta(seconds=1), "test"),
+            SnapshotInfo("/nonexistent-cleanup-test/snapshot.parquet", "sha256:" + "1" * 64,
+                         "test", 2, "sha256:" + "2" * 64, Stamp(snap_at, "claimed"))),
+        buffer=timedelta(hours=24), cutoff=Stamp(T0 + timedelta(hours=6), "derived"),
+        hold=timedelta(hours=24), quarantine="copy", policy=Policy(), overrides=(),
+        tenant_pattern="^([^/]+)/", internal=("acme",),
+        stages=(Stage(0, "internal tenants: acme", 1, 10, 1),
+                Stage(1, "tenant hash in [0%, 100%)", 0, 0, 0)),
+        scope=Scope(3, 30, T0), references=ReferencesInfo(
+            rows=2, in_scope=2, out_of_scope=0, missing=0, encoding="literal", base=None,
+            folders=0, implicit_folders=0, protected_by_folder=0, foreign=0,
+            foreign_acknowledged=0, foreign_ok=(), foreign_where={}, near_misses=0,
+            near_miss_examples=(), undecodable_names=0),
+        manifest=ManifestInfo("manifest.parquet", "sha256:" + "3" * 64, 1, 10, T0, T0),
+        sentinels=(), unsafe_store_without_conditional_writes=False,
+        clocks={"store": timedelta(0)},
+        invariants=(CheckRecord("I1 strict-cutoff", True, "ok", {"cutoff": "x"}),))
+    return replace(plan, **changes)
