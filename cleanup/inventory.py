@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from cleanup.core.timeutil import format_time
 from cleanup.formats import encode_meta, inventory_schema, split_key
-from cleanup.stores.base import ObjectInfo
+from cleanup.stores.base import ListingMeta, ObjectInfo
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from cleanup.stores.base import Store
+    from cleanup.stores.base import ListingSource, Store
 
 BATCH_ROWS = 100_000
 Progress = Callable[[int, int], None]  # (objects so far, bytes so far)
@@ -102,27 +102,51 @@ def write_inventory(
     return rows, total, undecodable
 
 
-def list_store(store: Store, out: str, progress: Progress | None = None,
-               time_source: str = "ctime-or-mtime") -> InventoryResult:
-    """List ``store`` into ``out``. ``listed_at`` is the local clock at the listing's start.
+class LiveListing:
+    """A live listing of ``store`` (:meth:`Store.iter_objects`) as a
+    :class:`~cleanup.stores.base.ListingSource`. ``listed_at`` is the local clock when
+    this is made, which is just before the listing starts.
 
     Objects written after the listing started may or may not appear; those that
     do not are simply never candidates.
     """
-    listed_at = datetime.now(UTC)
+
+    def __init__(self, store: Store, time_source: str = "ctime-or-mtime") -> None:
+        self.store = store
+        self._meta = ListingMeta(
+            store=store.ref.url, listed_at=datetime.now(UTC), listed_at_clock="local",
+            precision=store.precision, source="listing",
+            time_source=time_source if store.ref.kind == "local" else "s3-last-modified")
+
+    def meta(self) -> ListingMeta:
+        return self._meta
+
+    def iter_batches(self) -> Iterator[pa.RecordBatch]:
+        return _batches(self.store.iter_objects())
+
+
+def write_listing(source: ListingSource, out: str,
+                  progress: Progress | None = None) -> InventoryResult:
+    """Stream any listing source into the inventory Parquet ``out``, with its metadata."""
+    m = source.meta()
     meta = {
         "kind": "inventory",
-        "store": store.ref.url,
-        "listed_at": format_time(listed_at),
-        "listed_at_clock": "local",
-        "precision_us": str(store.precision // timedelta(microseconds=1)),
-        "source": "listing",
-        "time_source": time_source if store.ref.kind == "local" else "s3-last-modified",
+        "store": m.store,
+        "listed_at": format_time(m.listed_at),
+        "listed_at_clock": m.listed_at_clock,
+        "precision_us": str(m.precision // timedelta(microseconds=1)),
+        "source": m.source,
+        "time_source": m.time_source,
     }
-    rows, total, undecodable = write_inventory(_batches(store.iter_objects()), out, meta,
-                                               progress)
-    return InventoryResult(out, store.ref.url, rows, total, listed_at, store.precision, "listing",
+    rows, total, undecodable = write_inventory(source.iter_batches(), out, meta, progress)
+    return InventoryResult(out, m.store, rows, total, m.listed_at, m.precision, m.source,
                            undecodable)
+
+
+def list_store(store: Store, out: str, progress: Progress | None = None,
+               time_source: str = "ctime-or-mtime") -> InventoryResult:
+    """List ``store`` into ``out``. ``listed_at`` is the local clock at the listing's start."""
+    return write_listing(LiveListing(store, time_source), out, progress)
 
 
 def read_s3_inventory(
@@ -136,7 +160,7 @@ def read_s3_inventory(
     """
     from cleanup.core.paths import parse_store
     from cleanup.errors import UsageError
-    from cleanup.stores.s3_inventory import iter_inventory_batches, load_manifest
+    from cleanup.stores.s3_inventory import S3InventorySource, load_manifest
 
     ref = parse_store(store_url)
     if ref.kind != "s3":
@@ -147,17 +171,4 @@ def read_s3_inventory(
 
         client = make_client(endpoint_url, region, what=f"S3 Inventory manifest {manifest}")
     report = load_manifest(manifest, s3_client=client)
-    precision = timedelta(seconds=1)
-    meta = {
-        "kind": "inventory",
-        "store": ref.url,
-        "listed_at": format_time(report.created_at),
-        "listed_at_clock": "s3-inventory",
-        "precision_us": str(precision // timedelta(microseconds=1)),
-        "source": f"s3-inventory:{manifest}",
-        "time_source": "s3-last-modified",
-    }
-    batches = iter_inventory_batches(report, ref, s3_client=client)
-    rows, total, undecodable = write_inventory(batches, out, meta, progress)
-    return InventoryResult(out, ref.url, rows, total, report.created_at, precision,
-                           f"s3-inventory:{manifest}", undecodable)
+    return write_listing(S3InventorySource(report, ref, s3_client=client), out, progress)

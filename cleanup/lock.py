@@ -34,7 +34,13 @@ DEFAULT_TTL = timedelta(minutes=10)
 
 
 def probe_conditional_writes(store: Store) -> bool:
-    """True if the store refuses a second exclusive create of the same key."""
+    """True if the store refuses a second exclusive create of the same key: as the store
+    states it (:class:`ConditionalStore`), else by creating a probe key twice."""
+    from cleanup.stores.base import ConditionalStore, capability
+
+    known = capability(store, ConditionalStore)
+    if known is not None:
+        return known.conditional_writes_honoured()
     key = f"{RESERVED_PREFIX}probe/conditional-{uuid.uuid4().hex}"
     try:
         first = store.put_if_absent(key, b"1")

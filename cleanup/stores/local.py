@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cleanup.core.paths import RESERVED_PREFIX, StoreRef
+from cleanup.core.paths import RESERVED_PREFIX, StoreRef, confined
 from cleanup.errors import UsageError
 from cleanup.stores.base import ClockProbe, ObjectInfo, quarantine_key
 
@@ -166,6 +166,7 @@ class LocalStore:
         return self._region
 
     def _path(self, key: str) -> Path:
+        confined(key, kind="local", reserved_ok=True)  # I19: the one join of every path
         p = (self.root / key).resolve()
         if self.root.resolve() not in p.parents:
             raise UsageError(f"key {key!r} escapes the store root")
@@ -190,6 +191,11 @@ class LocalStore:
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_dir(p.parent)
+        return True
+
+    def conditional_writes_honoured(self) -> bool:
+        """Always: ``link`` refuses an existing name on every file system that has it
+        (one that lacks it raises, it never silently overwrites). :class:`ConditionalStore`."""
         return True
 
     def get_bytes(self, key: str) -> bytes | None:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from cleanup.core.paths import RESERVED_PREFIX, StoreRef
+from cleanup.core.paths import RESERVED_PREFIX, StoreRef, confined
 from cleanup.errors import StoreError, UsageError
 from cleanup.stores.base import ClockProbe, ObjectInfo, quarantine_key
 
@@ -207,7 +207,7 @@ class S3Store:
     # --- execution -------------------------------------------------------------------
 
     def _full(self, key: str) -> str:
-        return self.ref.prefix + key
+        return self.ref.prefix + confined(key, kind="s3", reserved_ok=True)  # I19
 
     def put(self, key: str, data: bytes) -> None:
         self._call("PutObject", self.client.put_object, Bucket=self.ref.bucket,
@@ -240,10 +240,10 @@ class S3Store:
         want = set(ordered)
         found: dict[str, ObjectInfo] = {}
         lcp = os.path.commonprefix(ordered)
-        kwargs: dict[str, Any] = {"Bucket": self.ref.bucket, "Prefix": self._full(lcp),
+        kwargs: dict[str, Any] = {"Bucket": self.ref.bucket, "Prefix": self.ref.prefix + lcp,
                                   "MaxKeys": 1000}
         if len(ordered[0]) > len(lcp):
-            kwargs["StartAfter"] = self._full(ordered[0][:-1])
+            kwargs["StartAfter"] = self.ref.prefix + ordered[0][:-1]
         scanned, budget, last_seen = 0, 3 * len(ordered) + 2000, ""
         plen = len(self.ref.prefix)
         while True:

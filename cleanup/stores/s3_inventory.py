@@ -98,6 +98,7 @@ from urllib.parse import unquote_plus
 from cleanup.core.paths import StoreRef, is_reserved
 from cleanup.errors import StoreError, UsageError
 from cleanup.formats import inventory_schema
+from cleanup.stores.base import ListingMeta
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -698,3 +699,29 @@ def iter_inventory_batches(
                     yield from _parquet_batches(fh, store, loc, batch_rows)
 
     yield from _rebatch(raw(), batch_rows)
+
+
+class S3InventorySource:
+    """An S3 Inventory report as a :class:`~cleanup.stores.base.ListingSource`, next to a
+    live listing (:class:`cleanup.inventory.LiveListing`).
+
+    ``listed_at`` is the report's creationTimestamp by S3's clock: the report may be days
+    old, which is safe because the executor re-checks size and etag. Last-modified times
+    are whole seconds (precision 1 s). Nothing is read until :meth:`iter_batches` is
+    iterated.
+    """
+
+    def __init__(self, report: InventoryReport, store: StoreRef, *,
+                 s3_client: Any | None = None, batch_rows: int = 65536) -> None:
+        self.report, self.store = report, store
+        self.s3_client, self.batch_rows = s3_client, batch_rows
+
+    def meta(self) -> ListingMeta:
+        return ListingMeta(store=self.store.url, listed_at=self.report.created_at,
+                           listed_at_clock="s3-inventory", precision=timedelta(seconds=1),
+                           source=f"s3-inventory:{self.report.manifest}",
+                           time_source="s3-last-modified")
+
+    def iter_batches(self) -> Iterator[pa.RecordBatch]:
+        return iter_inventory_batches(self.report, self.store, s3_client=self.s3_client,
+                                      batch_rows=self.batch_rows)
