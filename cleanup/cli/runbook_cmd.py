@@ -5,9 +5,13 @@ Registered on the command tree with ``cli.add_command(runbook_group)``.
 
 from __future__ import annotations
 
+import os
+
 import click
 
-from cleanup.cli.output import emit_json, say
+from cleanup.cli.options import json_option
+from cleanup.cli.output import Output, warn
+from cleanup.cli.render import runbook_report
 
 RUNBOOK_EXIT_CODES = """\b
 Exit codes:
@@ -33,10 +37,10 @@ def runbook_group() -> None:
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--max-review-age", type=click.IntRange(1), metavar="DAYS",
               help="Also fail a runbook whose last_reviewed is more than DAYS days ago.")
-@click.option("--json", "as_json", is_flag=True, help="Print runbooks and findings as JSON.")
+@json_option("Print runbooks and findings as JSON.")
 @click.pass_context
 def check(ctx: click.Context, paths: tuple[str, ...], max_review_age: int | None,
-          as_json: bool) -> None:
+          output: Output) -> None:
     """Check the runbooks in PATHS (markdown files or directories) [default: runbooks/].
 
     \b
@@ -59,8 +63,6 @@ def check(ctx: click.Context, paths: tuple[str, ...], max_review_age: int | None
     Each finding is one line `runbook: FILE:LINE: message`; then the command
     exits 3. README.md files in a directory are documentation and skipped.
     """
-    import os
-
     from cleanup.runbook import check_paths
 
     if not paths:
@@ -69,25 +71,15 @@ def check(ctx: click.Context, paths: tuple[str, ...], max_review_age: int | None
                                      param_hint="PATHS")
         paths = ("runbooks",)
     report = check_paths(paths, ctx.find_root().command, max_review_age=max_review_age)
-    if as_json:
-        emit_json(report.to_json())
-    else:
-        for f in report.findings:
-            click.echo(f"runbook: {f}", err=True)
     if report.findings:
-        if not as_json:
+        # Findings go to stderr, one line each, then a count; or all of it as JSON.
+        if output.as_json:
+            output.result(report.to_json, ())
+        else:
+            for f in report.findings:
+                warn(f"runbook: {f}")
             bad = len({f.path for f in report.findings})
-            click.echo(f"runbook: {len(report.findings)} finding(s) in {bad} of "
-                       f"{len(report.runbooks)} runbook(s)", err=True)
+            warn(f"runbook: {len(report.findings)} finding(s) in {bad} of "
+                 f"{len(report.runbooks)} runbook(s)")
         ctx.exit(3)
-    if not as_json:
-        n_destructive = sum(r.destructive for r in report.runbooks)
-        n_commands = sum(len(r.commands) for r in report.runbooks)
-        say(f"{len(report.runbooks)} runbooks ok ({n_destructive} destructive, reviewed): "
-            f"{n_commands} commands, {report.cleanup_commands} `cleanup` invocations valid, "
-            "no raw deletions")
-        width = max(len(str(r.path)) for r in report.runbooks)
-        for r in report.runbooks:
-            say(f"  {str(r.path):{width}}  "
-                f"{'destructive    ' if r.destructive else 'non-destructive'}  "
-                f"{len(r.commands):3} commands  {r.title}")
+    output.result(report.to_json, lambda: runbook_report(report))

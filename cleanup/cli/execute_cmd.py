@@ -1,0 +1,124 @@
+"""``cleanup execute``, ``cleanup status``, ``cleanup restore`` and ``cleanup purge``:
+running a signed plan's stages, and undoing or finishing them.
+
+The library is imported inside each command: ``cleanup --help`` pays only for click.
+"""
+
+from __future__ import annotations
+
+import click
+
+from cleanup.cli.options import PLAN_REGION_HELP, json_option, store_options
+from cleanup.cli.output import TEXT, Output, progress_bar
+from cleanup.cli.render import human_bytes, plan_status
+
+
+@click.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--stage", required=True, type=click.IntRange(0), help="The stage to execute.")
+@click.option("--allowed-signers", "allowed", required=True, type=click.Path(dir_okay=False),
+              help="OpenSSH allowed_signers file naming the principals.")
+@click.option("--reconcile-with", "reconcile_with", required=True, metavar="SOURCE",
+              help="Live metadata, read now (taken after the plan's snapshot): a database "
+                   "source as for `cleanup snapshot` with --reconcile-query, or a snapshot "
+                   "Parquet made after the plan's.")
+@click.option("--reconcile-query", help="SQL for a database --reconcile-with source.")
+@click.option("--executor", required=True, help="Your principal name (as in allowed_signers).")
+@click.option("--key", required=True, type=click.Path(dir_okay=False),
+              help="Your SSH key; the executor signs the stage start.")
+@click.option("--dry-run", is_flag=True,
+              help="Reconcile and re-check every batch and report; remove nothing.")
+@click.option("--break-lock", is_flag=True,
+              help="Take over an EXPIRED store lock (audited). A live lock is never broken.")
+@store_options(region=PLAN_REGION_HELP)
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 1000),
+              help="Keys per batch (S3 DeleteObjects takes at most 1000).")
+@click.option("--health-check", "health_checks", multiple=True, metavar="CMD",
+              help="Before stage k > 0: a command that must exit 0 (e.g. a query error-rate "
+                   "check). Repeatable. Runs after the read probe of referenced keys.")
+@click.option("--health-check-timeout", default=300.0, show_default=True, type=float,
+              help="Seconds each --health-check may take.")
+@json_option()
+def execute(plan_dir: str, stage: int, allowed: str, reconcile_with: str,
+            reconcile_query: str | None, executor: str, key: str, dry_run: bool,
+            break_lock: bool, endpoint_url: str | None, region: str | None, batch_size: int,
+            health_checks: tuple[str, ...], health_check_timeout: float,
+            output: Output) -> None:
+    """Execute one stage of a verified, witnessed plan.
+
+    Checks I6-I8 (exit 3/4), the stage order, hold and health gate (I10: a read
+    probe of referenced keys and every --health-check), the store's region
+    (I13) and takes the store lock (I12, exit 6). Each batch is reconciled
+    against live metadata (a referenced key halts everything, exit 5),
+    re-checked against the store (changed or missing objects are skipped) and
+    moved to _cleanup/quarantine/<plan-id>/ (or deleted if the plan says
+    quarantine = none). Interrupted? Run the same command again: it resumes.
+    """
+    from cleanup.executor import ExecuteOptions
+    from cleanup.executor import execute as do_execute
+
+    with progress_bar("removing" if not dry_run else "checking") as progress:
+        res = do_execute(ExecuteOptions(
+            plan_dir=plan_dir, stage=stage, allowed_signers=allowed,
+            reconcile_with=reconcile_with, reconcile_query=reconcile_query, executor=executor,
+            key=key, dry_run=dry_run, endpoint_url=endpoint_url, region=region,
+            break_lock=break_lock, batch_size=batch_size, health_checks=health_checks,
+            health_timeout=health_check_timeout, progress=progress))
+    verb = "would remove" if dry_run else "removed"
+    output.result(res.to_json, lambda: [
+        *([f"stage {stage} was already complete: nothing to do"] if res.already_complete
+          else []),
+        f"stage {stage}: {verb} {res.moved} objects ({human_bytes(res.moved_bytes)}) in "
+        f"{res.batches} batches; skipped {res.skipped or 'none'}"
+        + (f"; resumed {res.resumed_batches} finished batches" if res.resumed_batches
+           else "")])
+
+
+@click.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@json_option("Print the status as JSON.")
+def status(plan_dir: str, output: Output) -> None:
+    """Per-stage progress of a plan's execution, from its journal."""
+    from cleanup.bundle import PlanBundle
+    from cleanup.status import plan_status as stage_rows
+
+    with PlanBundle.open(plan_dir) as bundle:
+        plan, plan_id = bundle.plan, bundle.plan_id
+    rows = stage_rows(plan_dir, plan)
+    output.result({"plan_id": plan_id, "stages": rows}, lambda: plan_status(plan_id, rows))
+
+
+@click.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--stage", type=click.IntRange(0), help="Only this stage.")
+@click.option("--key", "key", help="Only this key.")
+@store_options(region=PLAN_REGION_HELP)
+@json_option("Print the counts as JSON.")
+def restore(plan_dir: str, stage: int | None, key: str | None, endpoint_url: str | None,
+            region: str | None, output: Output) -> None:
+    """Bring quarantined objects back to their keys. An object written at the key since
+    is never overwritten (counted as 'exists')."""
+    from cleanup.executor import restore as do_restore
+
+    counts = do_restore(plan_dir, stage=stage, key=key, endpoint_url=endpoint_url,
+                        region=region)
+    output.result(counts, ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                  or "nothing to restore")
+
+
+@click.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@click.option("--stage", required=True, type=click.IntRange(0), help="The stage to purge.")
+@click.option("--allowed-signers", "allowed", required=True, type=click.Path(dir_okay=False),
+              help="OpenSSH allowed_signers file naming the principals.")
+@click.option("--executor", required=True, help="Your principal name.")
+@store_options(region=PLAN_REGION_HELP)
+def purge(plan_dir: str, stage: int, allowed: str, executor: str, endpoint_url: str | None,
+          region: str | None) -> None:
+    """Permanently remove a completed stage's quarantine after its retention (I11).
+    Needs the same sign-off as execution: verified plan and a fresh witness."""
+    from cleanup.executor import purge as do_purge
+
+    n = do_purge(plan_dir, stage=stage, allowed_signers=allowed, executor=executor,
+                 endpoint_url=endpoint_url, region=region)
+    TEXT.text(f"purged {n} quarantined objects of stage {stage}")

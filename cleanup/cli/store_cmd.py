@@ -1,0 +1,124 @@
+"""``cleanup inventory``, ``cleanup snapshot`` and ``cleanup audit verify``: reading a
+store and a reference source, and checking a store's audit log.
+
+The library is imported inside each command: ``cleanup --help`` pays only for click.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from cleanup.cli.options import TIME, check_output, json_option, store_options
+from cleanup.cli.output import Output, progress_bar
+from cleanup.cli.render import human_bytes
+from cleanup.core.names import I14
+from cleanup.errors import InvariantViolation
+
+
+@click.command()
+@click.argument("store")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Parquet file to write (replaced atomically when complete).")
+@click.option("--s3-inventory", "manifest", metavar="MANIFEST",
+              help="Read an S3 Inventory report (manifest.json, local path or s3:// URL; "
+                   "CSV or Parquet) instead of listing the bucket.")
+@store_options(region="S3 region (default: from the AWS environment).")
+@click.option("--trust-mtime", is_flag=True,
+              help="Local stores: use mtime alone instead of max(mtime, ctime). Unsafe where "
+                   "files may be copied in with old mtimes; recorded and shown to reviewers.")
+@json_option()
+def inventory(store: str, out: str, manifest: str | None, endpoint_url: str | None,
+              region: str | None, trust_mtime: bool, output: Output) -> None:
+    """List STORE (a directory or s3://bucket/prefix/) into a Parquet inventory.
+
+    Columns: key (store-relative), size, last_modified (UTC), etag. The listing
+    time and timestamp precision are kept in the file's metadata. The reserved
+    _cleanup/ prefix is never listed. Memory does not grow with the store.
+    """
+    from cleanup.inventory import list_store, read_s3_inventory
+    from cleanup.stores import open_store
+
+    check_output(out)
+    with progress_bar("listing") as progress:
+        if manifest:
+            res = read_s3_inventory(manifest, store, out, endpoint_url=endpoint_url,
+                                    region=region, progress=progress)
+        else:
+            st = open_store(store, endpoint_url=endpoint_url, region=region,
+                            trust_mtime=trust_mtime)
+            res = list_store(st, out, progress,
+                             time_source="mtime" if trust_mtime else "ctime-or-mtime")
+    output.result(res.to_json, lambda: (
+        f"{res.objects} objects, {human_bytes(res.bytes)} listed from {res.store} "
+        f"at {res.to_json()['listed_at']} -> {res.path}"))
+
+
+@click.command()
+@click.argument("source")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Parquet file to write.")
+@click.option("--query", help="SQL whose first column holds the references "
+                              "(DuckDB, SQLite, PostgreSQL sources).")
+@click.option("--column", help="Key lists: the column that holds the references.")
+@click.option("--taken-at", type=TIME,
+              help="Key lists: the time the list was complete as of (ISO 8601 with zone). "
+                   "Databases give taken_at from their own transaction clock instead.")
+@click.option("--ref-encoding", type=click.Choice(["literal", "uri"]), default="literal",
+              show_default=True,
+              help="How the source spells references: literal bytes, or percent-encoded "
+                   "URIs (decoded exactly once at plan time). HTTPS URLs are always decoded.")
+@click.option("--ref-base", metavar="URL",
+              help="Base that relative references are resolved against "
+                   "[default: the plan's store root].")
+@json_option()
+def snapshot(source: str, out: str, query: str | None, column: str | None,
+             taken_at: datetime | None, ref_encoding: str, ref_base: str | None,
+             output: Output) -> None:
+    """Capture the keys that metadata references, with the time they were true.
+
+    \b
+    SOURCE is one of:
+      refs.parquet | refs.csv        a key list (--taken-at required)
+      meta.duckdb | duckdb:///path   DuckDB file (--query)
+      meta.sqlite | sqlite:///path   SQLite file (--query)
+      postgresql://user@host/db      PostgreSQL (--query), read in one REPEATABLE READ
+                                     transaction whose own now() becomes taken_at
+    References may be store-relative keys or full URLs/paths (s3://, s3a://,
+    file:/, file:///, S3 HTTPS URLs); they are resolved against the store at
+    plan time by one resolver (I4). Secrets are never recorded.
+    """
+    from cleanup.snapshot import take_snapshot
+
+    check_output(out)
+    res = take_snapshot(source, out, query=query, column=column, taken_at=taken_at,
+                        ref_encoding=ref_encoding, ref_base=ref_base)
+    output.result(res.to_json, lambda: (
+        f"{res.rows} references from {res.source} taken_at {res.to_json()['taken_at']} "
+        f"({res.taken_at_clock}) -> {res.path}"))
+
+
+@click.group()
+def audit() -> None:
+    """The store's hash-chained audit log (I14) under _cleanup/audit/."""
+
+
+@audit.command("verify")
+@click.argument("store")
+@store_options()
+@json_option()
+def audit_verify(store: str, endpoint_url: str | None, region: str | None,
+                 output: Output) -> None:
+    """Check that no audit entry of STORE was edited, removed or reordered (exit 3 if so).
+
+    Prints the head hash: keep it, and compare later to detect truncation."""
+    from cleanup import audit as audit_log
+    from cleanup.stores import open_store
+
+    rep = audit_log.verify(open_store(store, endpoint_url=endpoint_url, region=region))
+    output.result(rep.to_json, lambda: [
+        f"{rep.entries} entries, head {rep.head}: {'intact' if rep.ok else 'BROKEN'}",
+        *(f"  {p}" for p in rep.problems)])
+    if not rep.ok:
+        raise InvariantViolation(I14, "; ".join(rep.problems[:3]))
