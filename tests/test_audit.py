@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -19,7 +20,8 @@ from cleanup.core.canonical import canonical_json
 from cleanup.core.paths import parse_store
 from cleanup.errors import InvariantViolation
 from cleanup.stores.local import LocalStore
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
 from tests.servers import S3Server
 
 
@@ -65,7 +67,10 @@ ops = st.one_of(
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(1, 8), op=ops)
 def test_any_tampering_is_detected(tmp_path: Path, n: int, op: tuple[object, ...]) -> None:
-    """Property: after any edit, removal or swap, verify fails or the head changes."""
+    """Property: any edit, removal or swap is caught, and exactly how is fixed: verify
+    fails, except for a change to the newest entry, which no later entry hashes. That one
+    verifies, and only the head (compared with a recorded one, as each journal does)
+    gives it away: a removed newest entry shortens the chain to the previous head."""
     root = Path(tempfile.mkdtemp(dir=tmp_path)) / "store"
     s = _store(root)
     for i in range(n):
@@ -73,6 +78,7 @@ def test_any_tampering_is_detected(tmp_path: Path, n: int, op: tuple[object, ...
     before = audit.verify(s)
     assert before.ok
     files = sorted((root / "_cleanup" / "audit").iterdir())
+    heads = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
     kind = op[0]
     i = int(op[1]) % n  # type: ignore[call-overload]
     if kind == "edit":
@@ -91,7 +97,26 @@ def test_any_tampering_is_detected(tmp_path: Path, n: int, op: tuple[object, ...
         files[i].write_bytes(b)
         files[j].write_bytes(a)
     after = audit.verify(s)
-    assert not after.ok or after.head != before.head
+    newest = i == n - 1
+    if kind == "swap":
+        assert not after.ok
+        assert any("holds seq" in p for p in after.problems), after.problems
+    elif kind == "remove" and newest:
+        assert after.ok, after.problems
+        assert after.entries == n - 1
+        assert after.head == (heads[n - 2] if n > 1 else audit.GENESIS) != before.head
+    elif kind == "remove":
+        assert not after.ok
+        assert f"entry {i + 1} is missing (next present: {i + 2})" in after.problems
+    elif newest:  # edit, edit-canonical of the newest entry: still canonical, same seq
+        assert after.ok, after.problems
+        assert after.entries == n
+        assert after.head == hashlib.sha256(files[i].read_bytes()).hexdigest() != before.head
+    else:  # an earlier entry edited: the next one's prev no longer matches
+        assert not after.ok
+        assert any(p.startswith(f"_cleanup/audit/{i + 2:012d}.json: prev hash") for p in
+                   after.problems), after.problems
+    assert before.head == heads[-1]
 
 
 def test_cli_reports_broken_chain(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cleanup.core.canonical import canonical_json
 from cleanup.core.paths import (
     StoreRef,
-    fast_key_sql,
+    fast_key_select,
     normalize_ref,
     parse_store,
     resolve_ref,
@@ -128,10 +128,11 @@ def test_i4_sql_fast_path_agrees_with_resolver(refs: list[str]) -> None:
     values = ", ".join(f"({i}, {sql_literal(r)})" for i, r in enumerate(refs))
     for store in (S3_STORE, LOCAL_STORE, StoreRef("s3", bucket="bkt", prefix="")):
         for enc in ("literal", "uri"):
-            rows = con.execute(
-                f"SELECT i, {fast_key_sql('r', store, enc)} FROM (VALUES {values}) t(i, r) "
-                "ORDER BY i").fetchall()
-            for (_i, fast), ref in zip(rows, refs, strict=True):
+            sel = fast_key_select(f"(SELECT r AS key, i FROM (VALUES {values}) v(i, r))",
+                                  store, enc)
+            rows = con.execute(f"SELECT fk, ref FROM ({sel})").fetchall()
+            assert sorted(r for _f, r in rows) == sorted(refs)
+            for fast, ref in rows:
                 if fast is not None:
                     res = resolve_ref(ref, store, encoding=enc)
                     assert (res.cls, res.key) == ("key", fast), ref

@@ -31,8 +31,8 @@ import pytest
 from cleanup.errors import UsageError
 from cleanup.formats import inventory_key_raw_sql, inventory_schema, read_meta, split_key
 from cleanup.snapshot import take_snapshot
-from tests.conftest import run_cli
 from tests.factories import T0, write_inventory_file
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
 from tests.servers import S3Server
 from tests.support import PG_HOST, scratch_database, unavailable
 

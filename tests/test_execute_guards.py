@@ -26,7 +26,8 @@ from cleanup.executor import ExecuteOptions, execute, purge
 from cleanup.lock import Lock
 from cleanup.stores.base import ObjectInfo
 from cleanup.stores.local import LocalStore
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
 from tests.test_execute_local import Flow, _tree_digest, ok
 
 

@@ -7,8 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +17,11 @@ from hypothesis import strategies as st
 
 from cleanup.demo import DemoPaths, build
 from cleanup.errors import SignoffError
-from tests.conftest import Run, assert_one_line_error, run_cli
+from tests import faultcli
+from tests.conftest import assert_one_line_error
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
+from tests.scenario import Scenario, wait_until
+from tests.scenario import ok as ok  # re-exported: test_execute_guards, test_stages
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -32,53 +34,34 @@ def _tree_digest(root: Path) -> dict[str, str]:
     return out
 
 
-class Flow:
+class Flow(Scenario):
     """A demo store planned, approved by bob and ready to execute as alice."""
 
     def __init__(self, root: Path, *extra_plan: str) -> None:
-        self.d: DemoPaths = build(root)
+        d: DemoPaths = build(root)
+        super().__init__(root, str(d.store), signers={n: d.key(n) for n in ("alice", "bob")},
+                         allowed_signers=d.allowed_signers)
+        self.d = d
         self.root = root
-        self.plan = root / "plan"
-        inv, snap = root / "inv.parquet", root / "snap.parquet"
-        ok(run_cli(["inventory", str(self.d.store), "-o", str(inv), "--trust-mtime"]))
-        ok(run_cli(["snapshot", str(self.d.metadata), "--query", "SELECT path FROM data_files",
-                    "-o", str(snap)]))
-        ok(run_cli(["plan", "--store", str(self.d.store), "--inventory", str(inv),
-                    "--snapshot", str(snap), "-o", str(self.plan), "--internal",
-                    "internal-analytics", "--author", "alice", "--key", str(self.d.key("alice")),
-                    *extra_plan]))
-        ok(run_cli(["approve", str(self.plan), "--signer", "bob", "--key", str(self.d.key("bob")),
-                    "--yes"]))
+        self.plan = self.plan_dir
+        self.reconcile_args = ["--reconcile-with", str(d.metadata), "--reconcile-query",
+                               "SELECT path FROM data_files"]
+        self.list_store("--trust-mtime")
+        self.snapshot_query(d.metadata, "SELECT path FROM data_files")
+        ok(self.create_plan("--internal", "internal-analytics", *extra_plan))
+        ok(self.approve("bob"))
         self.before = _tree_digest(self.d.store)
-        self.plan_json = json.loads((self.plan / "plan.json").read_text())
-        self.plan_id = hashlib.sha256((self.plan / "plan.json").read_bytes()).hexdigest()
+        self.plan_json = self.read_plan()
+        self.plan_id = self.current_plan_id()
 
-    def manifest(self, stage: int) -> list[str]:
-        rows = duckdb.connect().execute(
-            f"SELECT key FROM read_parquet('{self.plan}/manifest.parquet') "
-            f"WHERE stage = {stage} ORDER BY key").fetchall()
-        return [r[0] for r in rows]
-
-    def witness(self, stage: int = 0, signer: str = "bob") -> None:
-        ok(run_cli(["witness", str(self.plan), "--stage", str(stage), "--signer", signer,
-                    "--key", str(self.d.key(signer))]))
-
-    def execute(self, stage: int = 0, *extra: str, executor: str = "alice",
-                env: dict[str, str] | None = None) -> Run:
-        return run_cli(["execute", str(self.plan), "--stage", str(stage), "--allowed-signers",
-                        str(self.d.allowed_signers), "--reconcile-with", str(self.d.metadata),
-                        "--reconcile-query", "SELECT path FROM data_files", "--executor",
-                        executor, "--key", str(self.d.key(executor)), "--json", *extra], env=env)
+    def witness(self, stage: int = 0, signer: str = "bob",  # type: ignore[override]
+                plan: Path | None = None) -> None:
+        ok(super().witness(stage, signer, plan))
 
     def reference(self, key: str) -> None:
         con = duckdb.connect(str(self.d.metadata))
         con.execute("INSERT INTO data_files VALUES (?, 'x')", [f"file://{self.d.store}/{key}"])
         con.close()
-
-
-def ok(r: Run) -> Run:
-    assert r.code == 0, (r.code, r.out, r.err)
-    return r
 
 
 @pytest.fixture
@@ -205,19 +188,36 @@ def test_second_execution_is_locked_out(flow: Flow) -> None:
     assert "lock-broken" in events
 
 
-def test_two_concurrent_executions_one_exits_6(flow: Flow) -> None:
+def test_two_concurrent_executions_one_exits_6(flow: Flow, tmp_path: Path) -> None:
+    """Deterministic: the first process holds the lock mid-stage (gated after its first
+    journal write) while the second runs: the second exits 6 and touches nothing; the first
+    does all the work; a run after it is an idempotent no-op with the same counts."""
     flow.witness()
-    base = ["execute", str(flow.plan), "--stage", "0", "--allowed-signers",
-            str(flow.d.allowed_signers), "--reconcile-with", str(flow.d.metadata),
-            "--reconcile-query", "SELECT path FROM data_files", "--batch-size", "1"]
-    procs = [subprocess.Popen([sys.executable, "-m", "cleanup", *base, "--executor", "alice",
-                               "--key", str(flow.d.key("alice"))],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    codes = sorted(p.wait(timeout=120) for p in procs)
-    assert codes in ([0, 6], [0, 0], [0, 2])  # [0, 0]/[0, 2]: the second started after the first
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    args = ["execute", str(flow.plan), "--stage", "0", "--allowed-signers",
+            str(flow.d.allowed_signers), *flow.reconcile_args, "--batch-size", "1",
+            "--executor", "alice", "--key", str(flow.d.key("alice")), "--json"]
+    first = faultcli.spawn(args, env={faultcli.GATE: str(gate)})
+    try:
+        wait_until(lambda: (gate / "ready").exists() or first.poll() is not None,
+                   timeout=120, what="the first execution to hold the lock")
+        assert first.poll() is None, first.communicate()
+        second = run_cli(args)
+        assert_one_line_error(second, 6, "locked by alice")
+        assert _tree_digest(flow.d.store) == flow.before  # the first is parked before batch 0
+    finally:
+        (gate / "go").touch()
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    keys = flow.manifest(0)
+    assert json.loads(out)["removed"] == len(keys)
     after = _tree_digest(flow.d.store)
-    assert set(flow.before) - set(after) == set(flow.manifest(0))
+    assert set(flow.before) - set(after) == set(keys)
+    third = json.loads(ok(run_cli(args)).out)
+    assert third["already_complete"] is True
+    assert third["removed"] == len(keys)
+    assert _tree_digest(flow.d.store) == after
 
 
 def test_purge_refuses_before_retention(flow: Flow) -> None:
@@ -257,28 +257,57 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Flow:
     return f
 
 
-@settings(max_examples=6, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(kill_after=st.integers(1, 40), batch=st.integers(1, 4))
-def test_crash_at_any_journal_step_then_resume(template: Flow, tmp_path: Path, kill_after: int,
-                                               batch: int) -> None:
-    """SIGKILL after the Nth journal write, then the same command: exactly the planned
-    objects end in quarantine, every other object is intact, byte for byte."""
-    work = tmp_path / f"k{kill_after}-b{batch}-{os.urandom(4).hex()}"
+_JOURNAL_WRITES: dict[int, int] = {}
+
+
+def _copy_of(template: Flow, work: Path) -> Flow:
+    """A fresh, independent flow: the template's files copied to ``work`` and re-planned
+    there (the plan binds the store path), approved and witnessed."""
     shutil.copytree(template.root, work, symlinks=True)
     f = object.__new__(Flow)
-    f.__dict__.update(template.__dict__)
-    f.root, f.plan = work, work / "plan"
-    f.d = DemoPaths(work, work / "store", work / "metadata.duckdb", work / "keys",
-                    work / "allowed_signers")
-    # The copied plan names the template's store: point it at this copy's store.
+    d = DemoPaths(work, work / "store", work / "metadata.duckdb", work / "keys",
+                  work / "allowed_signers")
+    Scenario.__init__(f, work, str(d.store), signers=template.signers | {
+        n: d.key(n) for n in ("alice", "bob")}, allowed_signers=d.allowed_signers)
+    f.d, f.root, f.plan = d, work, f.plan_dir
+    f.reconcile_args = ["--reconcile-with", str(d.metadata), "--reconcile-query",
+                        "SELECT path FROM data_files"]
     _retarget(f, template)
-    r = f.execute(0, "--batch-size", str(batch),
-                  env={"CLEANUP_FAULT_KILL_AFTER_JOURNAL_WRITES": str(kill_after)})
-    assert r.code in (0, -9), r.err
-    res = json.loads(ok(f.execute(0, "--batch-size", str(batch))).out) if r.code == -9 else (
-        json.loads(r.out))
-    keys = f.manifest(0)
+    return f
+
+
+def _journal_writes(template: Flow, tmp_path: Path, batch: int) -> int:
+    """How many journal writes a whole, uninterrupted stage 0 makes at this batch size."""
+    if batch not in _JOURNAL_WRITES:
+        f = _copy_of(template, tmp_path / f"count-b{batch}-{os.urandom(4).hex()}")
+        ok(f.execute(0, "--batch-size", str(batch)))
+        lines = (f.plan / "journal" / "stage-0.jsonl").read_text().splitlines()
+        _JOURNAL_WRITES[batch] = len(lines)
+    return _JOURNAL_WRITES[batch]
+
+
+@settings(max_examples=14, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(point=st.sampled_from(["journal", "quarantine-move"]), index=st.integers(0, 10**6),
+       batch=st.integers(1, 4))
+def test_crash_at_any_journal_step_then_resume(template: Flow, tmp_path: Path, point: str,
+                                               index: int, batch: int) -> None:
+    """SIGKILL after the Nth journal write, or right after the Nth object was moved into
+    quarantine (before its batch is journaled), then the same command: exactly the planned
+    objects end in quarantine, every other object is intact, byte for byte. N is always
+    within the run, so every example really kills."""
+    keys = template.manifest(0)
+    if point == "journal":
+        n = 1 + index % _journal_writes(template, tmp_path, batch)
+        env = {"CLEANUP_FAULT_KILL_AFTER_JOURNAL_WRITES": str(n)}
+    else:
+        n = 1 + index % len(keys)
+        env = {faultcli.KILL_AT: f"{point}:{n}"}
+    f = _copy_of(template, tmp_path / f"{point}{n}-b{batch}-{os.urandom(4).hex()}")
+    assert f.manifest(0) == keys
+    r = f.execute(0, "--batch-size", str(batch), env=env)
+    assert r.code == -9, (point, n, r.code, r.out, r.err)
+    res = json.loads(ok(f.execute(0, "--batch-size", str(batch))).out)
     assert res["removed"] == len(keys)
     after = _tree_digest(f.d.store)
     assert {k: v for k, v in f.before.items() if k not in keys} == after
@@ -290,19 +319,15 @@ def test_crash_at_any_journal_step_then_resume(template: Flow, tmp_path: Path, k
 def _retarget(f: Flow, template: Flow) -> None:
     """Re-plan in the copy (the plan binds the store path), keeping the template's content."""
     shutil.rmtree(f.plan)
-    inv, snap = f.root / "inv.parquet", f.root / "snap.parquet"
     con = duckdb.connect(str(f.d.metadata))
     con.execute("UPDATE data_files SET path = replace(path, ?, ?)",
                 [str(template.d.store), str(f.d.store)])
     con.close()
-    ok(run_cli(["inventory", str(f.d.store), "-o", str(inv), "--trust-mtime"]))
-    ok(run_cli(["snapshot", str(f.d.metadata), "--query", "SELECT path FROM data_files",
-                "-o", str(snap)]))
-    ok(run_cli(["plan", "--store", str(f.d.store), "--inventory", str(inv), "--snapshot",
-                str(snap), "-o", str(f.plan), "--internal", "internal-analytics", "--author",
-                "alice", "--key", str(f.d.key("alice"))]))
-    ok(run_cli(["approve", str(f.plan), "--signer", "bob", "--key", str(f.d.key("bob")),
-                "--yes"]))
+    f.list_store("--trust-mtime")
+    f.snapshot_query(f.d.metadata, "SELECT path FROM data_files")
+    ok(f.create_plan("--internal", "internal-analytics"))
+    ok(f.approve("bob"))
     f.witness()
-    f.plan_id = hashlib.sha256((f.plan / "plan.json").read_bytes()).hexdigest()
+    f.plan_id = f.current_plan_id()
+    f.plan_json = f.read_plan()
     f.before = _tree_digest(f.d.store)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from cleanup.formats import inventory_schema, read_meta
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
 
 
 def _tree(root: Path) -> None:

@@ -31,8 +31,9 @@ from cleanup.core.stages import DEFAULT_TENANT_PATTERN
 from cleanup.core.timeutil import format_time
 from cleanup.engine import Engine, EngineInput, EngineResult
 from cleanup.reconcile import Reconciler
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error
 from tests.factories import T0, write_inventory_file, write_snapshot_file
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
 from tests.test_execute_local import Flow, ok
 from tests.test_plan_cli import OLD, TAKEN, Case
 

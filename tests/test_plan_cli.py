@@ -14,44 +14,37 @@ import pyarrow.parquet as pq
 import pytest
 
 from cleanup.core.timeutil import format_time
-from tests.conftest import Run, assert_one_line_error, run_cli
-from tests.factories import write_inventory_file, write_snapshot_file
+from tests.conftest import Run, assert_one_line_error
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
+from tests.scenario import Scenario, tenant_objects
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TAKEN = NOW - timedelta(hours=2)
 OLD = TAKEN - timedelta(days=5)
 
 
-class Case:
+class Case(Scenario):
     """A local store with 100 listed objects over 4 tenants, 95 of them referenced."""
 
     def __init__(self, tmp: Path, key: Path) -> None:
-        self.tmp = tmp
-        self.key = key
         self.store = tmp / "store"
         self.store.mkdir()
-        tenants = ["internal", "acme", "globex", "initech"]
-        self.objects = [(f"{tenants[i % 4]}/t/part-{i:03d}.parquet", 1000 + i, OLD)
-                        for i in range(100)]
+        super().__init__(tmp, str(self.store), signers={"alice": key})
+        self.key = key
+        self.objects = tenant_objects(100, OLD)
         self.unreferenced = {k for k, _s, _t in self.objects[:5]}
         self.refs = [k for k, _s, _t in self.objects if k not in self.unreferenced]
-        self.inventory = tmp / "inv.parquet"
-        self.snapshot = tmp / "snap.parquet"
         self.write()
 
     def write(self, *, taken_at: datetime | None = TAKEN, refs: list[str] | None = None,
               objects: list[tuple[str, int, datetime]] | None = None, store: str | None = None,
               skew_us: int | None = None, precision: timedelta = timedelta(seconds=1)) -> None:
-        write_inventory_file(self.inventory, store or str(self.store),
-                             objects if objects is not None else self.objects,
-                             precision=precision)
-        write_snapshot_file(self.snapshot, refs if refs is not None else self.refs,
-                            taken_at=taken_at, skew_us=skew_us)
+        self.write_inputs(objects if objects is not None else self.objects,
+                          refs if refs is not None else self.refs, taken_at=taken_at,
+                          store=store, skew_us=skew_us, precision=precision)
 
     def plan(self, *extra: str, out: str = "plan") -> Run:
-        return run_cli(["plan", "--store", str(self.store), "--inventory", str(self.inventory),
-                        "--snapshot", str(self.snapshot), "-o", str(self.tmp / out),
-                        "--author", "alice", "--key", str(self.key), *extra])
+        return self.create_plan(*extra, out=out)
 
     def assert_refused(self, r: Run, invariant: str, *needles: str, out: str = "plan") -> None:
         assert_one_line_error(r, 3, invariant, *needles)

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import assert_one_line_error, run_cli, unavailable
+from tests.conftest import assert_one_line_error, unavailable
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
 from tests.test_execute_local import Flow, ok
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,8 +11,8 @@ import json
 import shutil
 import subprocess
 import sys
-import time
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote_plus
 
@@ -22,8 +22,12 @@ import pytest
 
 from cleanup.core.timeutil import format_time
 from cleanup.formats import read_meta
-from tests.conftest import Run, assert_one_line_error, make_key, run_cli
+from tests import faultcli
+from tests.conftest import Run, assert_one_line_error, make_key
+from tests.conftest import run_cli as run_process
 from tests.faultproxy import fault_proxy
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
+from tests.scenario import Scenario, ok, wait_until
 from tests.servers import S3Server
 
 pytestmark = pytest.mark.s3
@@ -102,62 +106,57 @@ def test_s3_inventory_report_from_the_server(s3_server: S3Server, tmp_path: Path
     assert read_meta(str(out))["listed_at_clock"] == "s3-inventory"
 
 
-class S3Flow:
+class S3Flow(Scenario):
     """Objects in an S3 bucket, planned with a short (overridden) buffer, approved."""
 
+    BUFFER = timedelta(seconds=2)
+
     def __init__(self, server: S3Server, tmp: Path, keys_dir: Path, *plan_extra: str,
-                 region: str | None = None, versioning: bool = False) -> None:
-        self.server, self.tmp = server, tmp
-        self.bucket = server.bucket(region)
+                 region: str | None = None, versioning: bool = False,
+                 plan: bool = True, internal_orphans: int = 1) -> None:
+        bucket = server.bucket(region)
+        env = server.env()
+        if region:
+            env["AWS_DEFAULT_REGION"] = region
+        super().__init__(tmp, f"s3://{bucket}/data/", env=env, signers={
+            "alice": make_key(keys_dir, "alice"), "bob": make_key(keys_dir, "bob")})
+        self.server, self.bucket = server, bucket
         self.client = server.client(region)
         if versioning:
             self.client.put_bucket_versioning(Bucket=self.bucket,
                                               VersioningConfiguration={"Status": "Enabled"})
-        self.store = f"s3://{self.bucket}/data/"
+        self.store = self.store_url
         self.keys = [f"internal/t/{i}.parquet" for i in range(3)] + [
             f"acme/t/{i}.parquet" for i in range(30)]
         _put(server, self.bucket, self.keys)
-        self.orphans = ["internal/t/0.parquet", "acme/t/0.parquet"]
-        self.refs = tmp / "refs.csv"
-        self.refs.write_text("key\n" + "".join(f"s3a://{self.bucket}/data/{k}\n"
-                                               for k in self.keys if k not in self.orphans))
-        self.alice, self.bob = make_key(keys_dir, "alice"), make_key(keys_dir, "bob")
-        self.allowed = tmp / "allowed_signers"
-        self.allowed.write_text("".join(
-            f'{n} namespaces="cleanup-plan,cleanup-witness" '
-            f'{Path(str(k) + ".pub").read_text().strip()}\n'
-            for n, k in (("alice", self.alice), ("bob", self.bob))))
-        time.sleep(3)  # objects must be older than taken_at - buffer (2s) + precision (1s)
-        self.env = server.env()
-        if region:
-            self.env["AWS_DEFAULT_REGION"] = region
-        self.plan_result = self.make_plan(*plan_extra)
+        self.orphans = [f"internal/t/{i}.parquet" for i in range(internal_orphans)] + [
+            "acme/t/0.parquet"]
+        self.refs = self.refs_file
+        self.alice, self.bob = self.signer_key("alice"), self.signer_key("bob")
+        if plan:
+            self.plan_result = self.make_plan(*plan_extra)
+
+    def wait_until_old_enough(self) -> None:
+        """Poll until every object is older than taken_at - buffer + precision (1 s), by
+        the objects' own LastModified: no fixed sleep."""
+        newest = max(o["LastModified"] for page in self.client.get_paginator(
+            "list_objects_v2").paginate(Bucket=self.bucket) for o in page.get("Contents", []))
+        ready = newest + self.BUFFER + timedelta(seconds=1, milliseconds=50)
+        wait_until(lambda: datetime.now(UTC) >= ready, timeout=60,
+                   what="the objects to be older than the cutoff")
 
     def make_plan(self, *extra: str) -> Run:
-        inv, snap = self.tmp / "inv.parquet", self.tmp / "snap.parquet"
-        ok(run_cli(["inventory", self.store, "-o", str(inv)], env=self.env))
-        ok(run_cli(["snapshot", str(self.refs), "-o", str(snap), "--taken-at",
-                    format_time(datetime.now(UTC))]))
-        return run_cli(["plan", "--store", self.store, "--inventory", str(inv), "--snapshot",
-                        str(snap), "-o", str(self.tmp / "plan"), "--buffer", "2s",
-                        "--override-minimums", "--internal", "internal", "--stages", "100%",
-                        "--max-delete-fraction", "0.2", "--author", "alice", "--key",
-                        str(self.alice), *extra], env=self.env)
+        self.wait_until_old_enough()
+        self.list_store()
+        self.snapshot_refs(f"s3a://{self.bucket}/data/{k}" for k in self.keys
+                           if k not in self.orphans)
+        return self.create_plan("--buffer", "2s", "--override-minimums", "--internal",
+                                "internal", "--stages", "100%", "--max-delete-fraction", "0.2",
+                                *extra)
 
-    def approve_and_witness(self) -> None:
-        ok(run_cli(["approve", str(self.tmp / "plan"), "--signer", "bob", "--key",
-                    str(self.bob), "--yes"], env=self.env))
-        ok(run_cli(["witness", str(self.tmp / "plan"), "--stage", "0", "--signer", "bob",
-                    "--key", str(self.bob)], env=self.env))
-        time.sleep(1)
-        ok(run_cli(["snapshot", str(self.refs), "-o", str(self.tmp / "live.parquet"),
-                    "--taken-at", format_time(datetime.now(UTC))]))
-
-    def execute(self, *extra: str, env: dict[str, str] | None = None) -> Run:
-        return run_cli(["execute", str(self.tmp / "plan"), "--stage", "0", "--allowed-signers",
-                        str(self.allowed), "--reconcile-with", str(self.tmp / "live.parquet"),
-                        "--executor", "alice", "--key", str(self.alice), "--json", *extra],
-                       env=env or self.env)
+    def execute(self, *extra: str, env: Mapping[str, str] | None = None,  # type: ignore[override]
+                ) -> Run:
+        return super().execute(0, *extra, env=env)
 
     def listing(self) -> dict[str, str]:
         out = {}
@@ -165,11 +164,6 @@ class S3Flow:
             for o in page.get("Contents", []):
                 out[o["Key"]] = o["ETag"]
         return out
-
-
-def ok(r: Run) -> Run:
-    assert r.code == 0, (r.code, r.out, r.err)
-    return r
 
 
 def test_plan_on_s3_records_region_and_probes_clock(moto_server: S3Server, tmp_path: Path,
@@ -294,6 +288,9 @@ def test_faults_slow_down_but_lose_nothing(moto_server: S3Server, tmp_path: Path
     """503 SlowDown and dropped connections on writes: every planned object ends up in
     quarantine exactly once, every other object is untouched."""
     f = S3Flow(moto_server, tmp_path, keys_dir, "--stages", "100%")
+    # Real processes: a run that fails mid-way through the proxy may not get its lock
+    # released; the next process sees the holder gone and resumes (this one would not).
+    f.run = run_process
     ok(f.plan_result)
     f.approve_and_witness()
     before = f.listing()
@@ -376,7 +373,6 @@ def test_restore_round_trips_bytes_and_metadata(moto_server: S3Server, tmp_path:
     f.client.copy_object(Bucket=f.bucket, Key=key, CopySource={"Bucket": f.bucket, "Key": key},
                          Metadata={"owner": "acme", "schema": "v3"}, ContentType="x/parquet",
                          MetadataDirective="REPLACE")
-    time.sleep(3)
     shutil.rmtree(tmp_path / "plan")
     f.plan_result = f.make_plan()
     ok(f.plan_result)
@@ -390,3 +386,40 @@ def test_restore_round_trips_bytes_and_metadata(moto_server: S3Server, tmp_path:
     assert again["Metadata"] == head["Metadata"] == {"owner": "acme", "schema": "v3"}
     assert again["ContentType"] == "x/parquet"
     assert f.client.get_object(Bucket=f.bucket, Key=key)["Body"].read() == body
+
+
+@pytest.mark.parametrize(("batch", "kill_at"), [(1, 1), (1, 3), (2, 2), (3, 1)])
+def test_kill_between_quarantine_copy_and_delete_then_resume(
+        moto_server: S3Server, tmp_path: Path, keys_dir: Path, batch: int,
+        kill_at: int) -> None:
+    """SIGKILL in the Nth quarantine call after its copies exist and before the originals
+    are deleted (every such point of the stage), then the same command: each planned object
+    ends in quarantine exactly once with its original content, nothing else is touched."""
+    f = S3Flow(moto_server, tmp_path, keys_dir, internal_orphans=3)
+    ok(f.plan_result)
+    f.approve_and_witness()
+    planned = [f"data/{k}" for k in f.manifest(0)]  # stage 0: the internal tenant's
+    assert sorted(planned) == [f"data/internal/t/{i}.parquet" for i in range(3)]
+    before = f.listing()
+    r = f.execute("--batch-size", str(batch),
+                  env={faultcli.KILL_AT: f"quarantine-delete:{kill_at}"})
+    assert r.code == -9, (r.code, r.out, r.err)
+    mid = f.listing()
+    marker = f"/_cleanup/quarantine/{f.current_plan_id()}/"
+    copies = {"data/" + k.split(marker)[1] for k in mid if marker in k}
+    gone = {k for k in planned if k not in mid}
+    assert gone <= copies  # every removed original was copied first
+    assert len(gone) == (kill_at - 1) * batch  # the batches before the killed one
+    # The killed batch: copied, and its originals still there (both copies exist).
+    assert len(copies - gone) == min(batch, len(planned) - len(gone))
+    assert all(k in mid for k in copies - gone)
+    res = json.loads(ok(f.execute("--batch-size", str(batch))).out)
+    assert res["removed"] == len(planned)
+    after = f.listing()
+    assert {k for k in before if k not in after} == set(planned)
+    quarantined = {k.split(f"/_cleanup/quarantine/{f.current_plan_id()}/")[1]: etag
+                   for k, etag in after.items() if "/_cleanup/quarantine/" in k}
+    assert quarantined == {k.removeprefix("data/"): before[k] for k in planned}
+    for k, etag in after.items():
+        if "/_cleanup/" not in k:
+            assert before[k] == etag

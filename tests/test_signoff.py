@@ -29,8 +29,9 @@ import pytest
 from cleanup.signoff import approve as lib_approve
 from cleanup.signoff import check_presence
 from cleanup.signoff import witness as lib_witness
-from tests.conftest import Run, assert_one_line_error, make_key, run_cli
-from tests.factories import write_inventory_file, write_snapshot_file
+from tests.conftest import Run, assert_one_line_error, make_key
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
+from tests.scenario import Scenario, tenant_objects
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TAKEN = NOW - timedelta(hours=2)
@@ -95,27 +96,22 @@ def approval(plan_dir: Path, name: str) -> tuple[Path, Path]:
     return d / f"{name}.json", d / f"{name}.sig"
 
 
-class Signoff:
+class Signoff(Scenario):
     """A local store, its inputs and a plan by alice, all made with the CLI."""
 
     def __init__(self, tmp: Path, alice_key: Path) -> None:
-        self.tmp = tmp
-        self.alice_key = alice_key
         self.store = tmp / "store"
         self.store.mkdir()
-        tenants = ["internal", "acme", "globex", "initech"]
-        objects = [(f"{tenants[i % 4]}/t/part-{i:03d}.parquet", 1000 + i, OLD)
-                   for i in range(40)]
-        self.inventory = write_inventory_file(tmp / "inv.parquet", str(self.store), objects)
-        self.snapshot = write_snapshot_file(tmp / "snap.parquet",
-                                            [k for k, _s, _t in objects[2:]], taken_at=TAKEN)
+        # No allowed_signers file: each test writes the one it verifies against.
+        super().__init__(tmp, str(self.store), signers={})
+        self.signers["alice"] = self.alice_key = alice_key
+        objects = tenant_objects(40, OLD)
+        self.write_inputs(objects, [k for k, _s, _t in objects[2:]], taken_at=TAKEN)
         self.plan_dir = self.make_plan("plan")
 
     def make_plan(self, out: str, *extra: str) -> Path:
-        r = run_cli(["plan", "--store", str(self.store), "--inventory", str(self.inventory),
-                     "--snapshot", str(self.snapshot), "-o", str(self.tmp / out),
-                     "--author", "alice", "--key", str(self.alice_key), "--internal",
-                     "internal", "--max-delete-fraction", "0.5", *extra])
+        r = self.create_plan("--internal", "internal", "--max-delete-fraction", "0.5", *extra,
+                             out=out)
         assert r.code == 0, r.err
         return self.tmp / out
 
@@ -124,8 +120,8 @@ class Signoff:
         path.write_text("".join(f"{ln}\n" for ln in lines))
         return path
 
-    def approve(self, signer: str, key: Path, *extra: str, plan: Path | None = None,
-                env: dict[str, str] | None = None) -> Run:
+    def approve(self, signer: str, key: Path, *extra: str,  # type: ignore[override]
+                plan: Path | None = None, env: dict[str, str] | None = None) -> Run:
         return run_cli(["approve", str(plan or self.plan_dir), "--signer", signer, "--key",
                         str(key), "--yes", *extra], env=env)
 

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from cleanup.core.timeutil import format_time
 from cleanup.formats import read_meta
 from cleanup.snapshot import take_snapshot
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
 
 TAKEN = "2026-05-14T21:30:00Z"
 

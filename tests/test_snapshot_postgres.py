@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cleanup.formats import read_meta
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
 from tests.support import scratch_database
 
 pytestmark = pytest.mark.postgres

@@ -17,7 +17,8 @@ from cleanup.core.stages import PrevStage, stage_gate
 from cleanup.errors import InvariantViolation
 from cleanup.executor import ExecuteOptions, execute
 from cleanup.signoff import witness
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error
+from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
 from tests.test_execute_local import Flow, ok
 
 T0 = datetime(2026, 5, 14, 21, 30, tzinfo=UTC)
