@@ -286,6 +286,18 @@ class Engine:
             f"SELECT key FROM cand WHERE {cond} ORDER BY key LIMIT 3").fetchall()]
         return int(n), ex
 
+    def unsafe_keys(self) -> tuple[int, list[str]]:
+        """Candidates that are not safe store paths (I19: ``..``/``.`` segments, absolute,
+        NUL; local stores also empty segments): a quarantine or restore path built from
+        them could name another object."""
+        from cleanup.core.paths import unsafe_key_sql
+
+        cond = unsafe_key_sql("key", self.inp.store.kind)
+        (n,) = self._one(f"SELECT count(*) FROM cand WHERE {cond}")
+        ex = [r[0][:120] for r in self.con.execute(
+            f"SELECT key FROM cand WHERE {cond} ORDER BY key LIMIT 3").fetchall()]
+        return int(n), ex
+
     def write_manifest(self, stage_of: dict[str, int], out: str) -> list[dict[str, Any]]:
         """Write manifest.parquet sorted by (stage, key); return per-stage counts."""
         import pyarrow as pa

@@ -4,7 +4,7 @@
 a DuckDB view ``<name>(key, cls)`` of store-relative keys (``cls = 'key'``) and
 folders (``cls = 'folder'``, key ending in ``/`` or ``""`` for the store root),
 using one resolver: the common spellings through the SQL fast path
-(:func:`cleanup.core.paths.fast_key_sql`), every other spelling through
+(:func:`cleanup.core.paths.fast_key_select`), every other spelling through
 :func:`cleanup.core.paths.resolve_ref` in Python, streamed to a Parquet file so
 that memory stays bounded. Foreign and unresolvable references are counted
 with examples; they never reach the view.
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from cleanup.core.paths import (
     StoreRef,
-    fast_key_sql,
+    fast_key_select,
     fold_sql,
     near_miss_forms,
     needs_fold_sql,
@@ -64,9 +64,9 @@ def load_refs(con: duckdb.DuckDBPyConnection, source: str, store: StoreRef, *, n
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fast = fast_key_sql("key", store, encoding) if base is None else "NULL::VARCHAR"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name}_raw AS "
-                f"SELECT key AS ref, {fast} AS fk FROM {source}")
+    select = (fast_key_select(source, store, encoding) if base is None
+              else f"SELECT key AS ref, NULL::VARCHAR AS fk FROM {source}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name}_raw AS {select}")
     stats = RefStats()
     total, fast_n, nulls = con.execute(
         f"SELECT count(*), count(fk), count(*) - count(ref) FROM {name}_raw").fetchall()[0]
