@@ -119,7 +119,7 @@ _ref_text = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(_ref_text, min_size=1, max_size=20))
 def test_i4_sql_fast_path_agrees_with_resolver(refs: list[str]) -> None:
     """I4 paths-agree: wherever the SQL fast path answers, it equals the one resolver."""

@@ -112,7 +112,7 @@ _refs = st.sampled_from([
 ])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(keys=st.lists(_keys, min_size=1, max_size=20), ref=_refs, quarantine=st.booleans())
 def test_too_long_sql_agrees_with_python(keys: list[str], ref: StoreRef,
                                          quarantine: bool) -> None:

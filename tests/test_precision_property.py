@@ -37,7 +37,7 @@ offsets = st.one_of(boundary, boundary.map(lambda x: -x),
                     st.integers(-3_000_000, 3_000_000))
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(unit=st.sampled_from(sorted(UNITS)),
        declared_us=st.sampled_from([0, 1, 1000, 1_000_000, 2_000_000]),
