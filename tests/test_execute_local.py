@@ -286,7 +286,7 @@ def _journal_writes(template: Flow, tmp_path: Path, batch: int) -> int:
     return _JOURNAL_WRITES[batch]
 
 
-@settings(max_examples=14, deadline=None,
+@settings(max_examples=10, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(point=st.sampled_from(["journal", "quarantine-move"]), index=st.integers(0, 10**6),
        batch=st.integers(1, 4))

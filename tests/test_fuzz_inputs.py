@@ -41,7 +41,7 @@ N = 20  # objects; 19 referenced, so one candidate (5%) passes I5
 ALLOWED = {0, 2, 3}
 _counter = itertools.count()
 
-FUZZ = settings(max_examples=150, deadline=None,
+FUZZ = settings(max_examples=80, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 

@@ -248,7 +248,7 @@ def _s3_spellings(k: str) -> st.SearchStrategy[str]:
         f"https://s3.us-west-2.amazonaws.com/bkt/pre/{quote(k)}"])
 
 
-PROP = settings(max_examples=80, deadline=None,
+PROP = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 

@@ -36,9 +36,16 @@ KEYS = ["t1/a.parquet", "t1/b c.parquet", "t2/ü.parquet", "t2/x+y.parquet", "t3
 
 
 def _put(server: S3Server, bucket: str, keys: list[str], prefix: str = "data/") -> None:
+    """PUT every key (8 at a time: both servers answer concurrent requests)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     c = server.client()
-    for k in keys:
+
+    def put(k: str) -> None:
         c.put_object(Bucket=bucket, Key=prefix + k, Body=f"content of {k}".encode())
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, keys))
 
 
 def test_inventory_lists_s3_store(s3_server: S3Server, tmp_path: Path) -> None:
@@ -109,7 +116,7 @@ def test_s3_inventory_report_from_the_server(s3_server: S3Server, tmp_path: Path
 class S3Flow(Scenario):
     """Objects in an S3 bucket, planned with a short (overridden) buffer, approved."""
 
-    BUFFER = timedelta(seconds=2)
+    BUFFER = timedelta(seconds=1)
 
     def __init__(self, server: S3Server, tmp: Path, keys_dir: Path, *plan_extra: str,
                  region: str | None = None, versioning: bool = False,
@@ -150,7 +157,7 @@ class S3Flow(Scenario):
         self.list_store()
         self.snapshot_refs(f"s3a://{self.bucket}/data/{k}" for k in self.keys
                            if k not in self.orphans)
-        return self.create_plan("--buffer", "2s", "--override-minimums", "--internal",
+        return self.create_plan("--buffer", "1s", "--override-minimums", "--internal",
                                 "internal", "--stages", "100%", "--max-delete-fraction", "0.2",
                                 *extra)
 
