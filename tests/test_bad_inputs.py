@@ -399,7 +399,6 @@ def test_i2_precision_from_seconds_column(setup: Setup) -> None:
     assert plan["inputs"]["inventory"]["precision"] == "1s"
 
 
-@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
 def test_outputs_into_unwritable_folders_are_usage(setup: Setup) -> None:
     """/proc takes no new files, not even from root."""
     cases = [

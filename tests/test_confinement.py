@@ -84,3 +84,19 @@ def test_resealed_manifest_with_a_climbing_key_is_refused_by_execute_and_purge(
     assert_one_line_error(r, 3, "I19 confinement")
     assert _tree_digest(flow.d.store) == before
     assert hashlib.sha256(live.read_bytes()).hexdigest() == before[rel]
+
+
+@given(keys=st.lists(st.text(alphabet="ab./\x00_c", max_size=10), min_size=1, max_size=20),
+       kind=st.sampled_from(["local", "s3"]))
+def test_unsafe_key_sql_agrees_with_python(keys: list[str], kind: str) -> None:
+    """The plan-time SQL check (engine) and the store join (Python) refuse the same keys."""
+    import duckdb
+    import pyarrow as pa
+
+    from cleanup.core.paths import unsafe_key_sql
+
+    con = duckdb.connect()
+    con.register("k", pa.table({"i": list(range(len(keys))), "key": keys}))
+    got = [r[0] for r in con.execute(
+        f"SELECT {unsafe_key_sql('key', kind)} FROM k ORDER BY i").fetchall()]
+    assert got == [unsafe_key_reason(k, kind=kind) is not None for k in keys]

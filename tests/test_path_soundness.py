@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -340,3 +341,30 @@ def test_damaged_reconcile_parquet_is_a_usage_error(tmp_path: Path) -> None:
     snap.write_bytes(bytes(raw))
     with pytest.raises(UsageError, match="cannot read the references"):
         Reconciler(str(snap), S3, T0, workdir=str(tmp_path / "scratch"))
+
+
+SPELLINGS: dict[str, Callable[[str], str]] = {
+    "NFD": lambda k: unicodedata.normalize("NFD", k),
+    "NFC": lambda k: unicodedata.normalize("NFC", k),
+    "percent": lambda k: quote(k, safe="/"),
+    "plus": lambda k: k.replace(" ", "+"),
+    "percent-plus": lambda k: quote(k, safe="/").replace("%20", "+"),
+}
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(listed=st.lists(keys, min_size=1, max_size=8, unique=True), data=st.data())
+def test_any_encoding_variant_of_a_listed_key_is_a_near_miss(
+        tmp_path: Path, listed: list[str], data: st.DataObject) -> None:
+    """I4: a reference that is a listed key in another encoding or Unicode form, and not
+    itself listed, is always reported as a near-miss (both the Python forms and the SQL
+    folds take part: the two must agree for this to hold)."""
+    k = data.draw(st.sampled_from(listed))
+    variant = SPELLINGS[data.draw(st.sampled_from(sorted(SPELLINGS)))](k)
+    if variant == k or variant in listed:
+        return
+    res, _got = _engine(tmp_path, S3, listed, [variant])
+    assert res.missing_refs == 1
+    assert res.near_misses == 1, (variant, k)
+    assert any(key == k for _r, key in res.near_miss_examples)

@@ -1,7 +1,7 @@
 """`cleanup review`: the HTML report, opened in headless Chromium through Playwright.
 
 Chromium comes from Debian's `chromium` package (installed by .ci/run). Where it
-is missing locally the browser tests say so when they skip; in CI they fail.
+is missing the browser tests fail and say so (`.ci/run` installs it).
 """
 
 from __future__ import annotations

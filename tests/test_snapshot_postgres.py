@@ -1,6 +1,6 @@
 """`cleanup snapshot` from PostgreSQL at 127.0.0.1:5432 (a scratch database per run).
 
-In CI the server must be reachable: these tests fail there instead of skipping.
+The server must be reachable: these tests fail instead of skipping.
 """
 
 from __future__ import annotations
