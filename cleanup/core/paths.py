@@ -1,7 +1,9 @@
 """Store URLs and the one reference resolver (I4 paths-agree).
 
-A store is a local directory (``/path`` or ``file:///path``) or an S3 bucket and
-prefix (``s3://bucket/prefix/``). Keys are relative to the store root: for
+A store is a local directory (``/path`` or ``file:///path``) or an object-store
+bucket and prefix: S3 (``s3://bucket/prefix/``), Google Cloud Storage
+(``gs://bucket/prefix/``) or Azure Blob Storage (``az://container/prefix/``, or
+``az://container@account/prefix/`` to name the account). Keys are relative to the store root: for
 ``s3://b/p/`` the object ``s3://b/p/x/y`` has key ``x/y``. The reserved prefix
 ``_cleanup/`` sits at the root of every store.
 
@@ -21,7 +23,14 @@ through :func:`resolve_ref`, which classifies it as
 
 Equivalences (SPEC I4): schemes are case-insensitive; ``file:/p``,
 ``file://localhost/p`` and ``file:///p`` are equal; ``s3``, ``s3a``, ``s3n``
-and S3 HTTPS URLs (virtual-hosted and path-style) are equal; ``.``, ``..`` and
+and S3 HTTPS URLs (virtual-hosted and path-style) are equal; ``gs://`` and
+``https://storage.googleapis.com/bucket/key`` (or ``bucket.storage.googleapis.com``,
+``storage.cloud.google.com``) are equal; ``az://container/key``,
+``abfs[s]://container@account.dfs.core.windows.net/key``,
+``wasb[s]://container@account.blob.core.windows.net/key`` and
+``https://account.{blob,dfs}.core.windows.net/container/key`` are equal (an
+``az://container/`` store that names no account takes every account's
+``container`` as its own: a reference then protects rather than misses); ``.``, ``..`` and
 doubled slashes are resolved for local stores only (in an object store
 ``a//b`` is its own key, and ``/k`` is refused as ambiguous); relative
 references are resolved against a declared base (default: the store root);
@@ -51,6 +60,14 @@ from cleanup.errors import UsageError
 
 RESERVED_PREFIX = "_cleanup/"
 S3_SCHEMES = ("s3", "s3a", "s3n")
+GCS_SCHEMES = ("gs",)
+AZURE_SCHEMES = ("az",)
+AZURE_URI_SCHEMES = ("abfs", "abfss", "wasb", "wasbs")
+# Object-store providers (StoreRef.provider) and the URL scheme of each.
+PROVIDER_SCHEME = {"s3": "s3", "gcs": "gs", "azure": "az"}
+_GCS_HOSTS = ("storage.googleapis.com", "storage.cloud.google.com")
+_GCS_VHOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9._\-]*)\.storage\.googleapis\.com$")
+_AZ_HOST = re.compile(r"^(?P<account>[a-z0-9]+)\.(?:blob|dfs)\.core\.windows\.net$")
 ENCODINGS = ("literal", "uri")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(.*)$", re.S)
 # Virtual-hosted: bucket.s3.amazonaws.com, bucket.s3.REGION.amazonaws.com,
@@ -65,21 +82,32 @@ RefClass = Literal["key", "folder", "foreign", "unresolvable"]
 
 @dataclass(frozen=True)
 class StoreRef:
-    """Where a store lives. ``kind`` is ``"local"`` or ``"s3"``.
+    """Where a store lives. ``kind`` is ``"local"`` or ``"s3"`` (an object store: flat
+    keys of at most 1,024 bytes, no dot-segment resolution).
 
     local: ``root`` is an absolute, normalized path without trailing slash.
-    s3: ``bucket`` and ``prefix`` (``""`` or ending in ``/``).
+    s3: ``bucket`` and ``prefix`` (``""`` or ending in ``/``); ``provider`` says whose
+    object store: ``""`` (S3 or S3-compatible), ``"gcs"`` or ``"azure"`` (``bucket`` is
+    the container; ``account`` the storage account, ``""`` when the URL names none).
     """
 
     kind: str
     root: str = ""
     bucket: str = ""
     prefix: str = ""
+    provider: str = ""
+    account: str = ""
+
+    @property
+    def cloud(self) -> str:
+        """``local``, ``s3``, ``gcs`` or ``azure``."""
+        return self.provider or self.kind
 
     @property
     def url(self) -> str:
         if self.kind == "s3":
-            return f"s3://{self.bucket}/{self.prefix}"
+            bucket = f"{self.bucket}@{self.account}" if self.account else self.bucket
+            return f"{PROVIDER_SCHEME[self.cloud]}://{bucket}/{self.prefix}"
         return self.root
 
     def __str__(self) -> str:
@@ -120,19 +148,30 @@ def parse_store(url: str) -> StoreRef:
     m = _SCHEME_RE.match(url)
     scheme = m.group(1).lower() if m and "://" in url or (m and m.group(1).lower() == "file") \
         else ""
-    if scheme in S3_SCHEMES and m:
+    if scheme in S3_SCHEMES + GCS_SCHEMES + AZURE_SCHEMES and m:
+        provider = "gcs" if scheme in GCS_SCHEMES else "azure" if scheme in AZURE_SCHEMES \
+            else ""
+        form = f"{PROVIDER_SCHEME[provider or 's3']}://bucket/prefix/"
         rest = m.group(2)
         if not rest.startswith("//"):
-            raise UsageError(f"store {url!r} is not an s3://bucket/prefix/ URL")
+            raise UsageError(f"store {url!r} is not an {form} URL")
         bucket, _, prefix = rest[2:].partition("/")
-        if not bucket:
-            raise UsageError(f"store {url!r} names no bucket", hint="use s3://bucket/prefix/")
+        account = ""
+        if provider == "azure" and "@" in bucket:
+            bucket, _, account = bucket.partition("@")
+            if not re.fullmatch(r"[a-z0-9]+", account):
+                raise UsageError(f"store {url!r}: {account!r} is not a storage account name",
+                                 hint="use az://container/prefix/ or "
+                                      "az://container@account/prefix/")
+        if not bucket or "@" in bucket:
+            raise UsageError(f"store {url!r} names no bucket", hint=f"use {form}")
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         segs = prefix[:-1].split("/") if prefix else []
         if prefix.startswith("/") or any(s in ("", ".", "..") for s in segs):
             raise UsageError(f"store {url!r} has an empty, '.' or '..' segment in its prefix")
-        return StoreRef(kind="s3", bucket=bucket, prefix=prefix)
+        return StoreRef(kind="s3", bucket=bucket, prefix=prefix, provider=provider,
+                        account=account)
     if scheme == "file" and m:
         fpath, host = _file_url_path(m.group(2))
         if fpath is None:
@@ -143,7 +182,8 @@ def parse_store(url: str) -> StoreRef:
     elif scheme:
         raise UsageError(
             f"unsupported store scheme {scheme!r} in {url!r}",
-            hint="stores are local directories, file:///path or s3://bucket/prefix/",
+            hint="stores are local directories, file:///path, s3://bucket/prefix/, "
+                 "gs://bucket/prefix/ or az://container/prefix/",
         )
     else:
         path = url
@@ -187,14 +227,20 @@ def _in_local(path: str, store: StoreRef, encoding: str) -> Resolved:
     return Resolved("foreign", where=norm)
 
 
-def _in_s3(bucket: str, path: str, store: StoreRef) -> Resolved:
-    """``path``: the object key within ``bucket`` (already decoded where the format says)."""
-    if store.kind != "s3":
-        return Resolved("foreign", where=f"s3://{bucket}/")
-    if bucket.lower() != store.bucket.lower():
-        return Resolved("foreign", where=f"s3://{bucket}/")
+def _in_s3(bucket: str, path: str, store: StoreRef, provider: str = "",
+           account: str = "") -> Resolved:
+    """``path``: the object key within ``bucket`` (already decoded where the format says)
+    of ``provider``'s object store (``""``: S3; ``azure``: in ``account``, ``""`` if the
+    reference names none)."""
+    scheme = PROVIDER_SCHEME[provider or "s3"]
+    named = f"{bucket}@{account}" if account else bucket
+    if store.kind != "s3" or store.provider != provider:
+        return Resolved("foreign", where=f"{scheme}://{named}/")
+    if bucket.lower() != store.bucket.lower() or (
+            account and store.account and account.lower() != store.account.lower()):
+        return Resolved("foreign", where=f"{scheme}://{named}/")
     if not path.startswith(store.prefix):
-        return Resolved("foreign", where=f"s3://{bucket}/{path.rpartition('/')[0]}/")
+        return Resolved("foreign", where=f"{scheme}://{named}/{path.rpartition('/')[0]}/")
     key = path[len(store.prefix):]
     if key == "" or key.endswith("/"):
         return Resolved("folder", key)
@@ -212,6 +258,18 @@ def _https(ref: str, store: StoreRef) -> Resolved:
     path = unquote(parts.path)  # a URL's path is percent-encoded by definition
     if "\x00" in path:
         return Resolved("unresolvable", reason="NUL character")
+    if host in _GCS_HOSTS or _GCS_VHOST.match(host):
+        gm = _GCS_VHOST.match(host)
+        bucket, key = (gm.group("bucket"), path[1:]) if gm else path[1:].partition("/")[::2]
+        if not bucket:
+            return Resolved("unresolvable", reason="GCS URL names no bucket")
+        return _in_s3(bucket, key, store, "gcs")
+    am = _AZ_HOST.match(host)
+    if am:
+        container, _, key = path[1:].partition("/")
+        if not container:
+            return Resolved("unresolvable", reason="Azure URL names no container")
+        return _in_s3(container, key, store, "azure", am.group("account"))
     vm = _S3_VHOST.match(host)
     if vm and not _S3_PATH_HOST.match(host):
         return _in_s3(vm.group("bucket"), path[1:], store)
@@ -245,6 +303,8 @@ def resolve_ref(ref: str, store: StoreRef, *, base: str | None = None,
             if encoding == "uri":
                 path = unquote(path)
             return _in_s3(bucket, path, store)
+        if scheme in GCS_SCHEMES + AZURE_SCHEMES + AZURE_URI_SCHEMES:
+            return _object_url(scheme, rest, store, encoding)
         if scheme == "file":
             fpath, host = _file_url_path(rest)
             if fpath is None:
@@ -277,6 +337,34 @@ def resolve_ref(ref: str, store: StoreRef, *, base: str | None = None,
     return Resolved("key", key)
 
 
+def _object_url(scheme: str, rest: str, store: StoreRef, encoding: str) -> Resolved:
+    """``gs://bucket/key``, ``az://container/key`` and the Hadoop Azure forms
+    ``abfs[s]://container@account.dfs.core.windows.net/key`` (``wasb[s]``: ``.blob.``)."""
+    if not rest.startswith("//"):
+        return Resolved("unresolvable", reason=f"{scheme}: URL without //bucket/")
+    authority, _, path = rest[2:].partition("/")
+    if encoding == "uri":
+        path = unquote(path)
+    if scheme in GCS_SCHEMES:
+        if not authority:
+            return Resolved("unresolvable", reason="GCS URL names no bucket")
+        return _in_s3(authority, path, store, "gcs")
+    container, at, host = authority.partition("@")
+    account = ""
+    if scheme in AZURE_URI_SCHEMES:
+        am = _AZ_HOST.match(host.lower())
+        if not at or not container or am is None:
+            return Resolved("unresolvable",
+                            reason=f"{scheme}: URL is not {scheme}://container@account"
+                                   ".dfs.core.windows.net/path")
+        account = am.group("account")
+    elif at:
+        account = host.lower()
+    if not container:
+        return Resolved("unresolvable", reason="Azure URL names no container")
+    return _in_s3(container, path, store, "azure", account)
+
+
 def normalize_ref(ref: str, store: StoreRef) -> str | None:
     """The store-relative key a plain reference names, or None (folder, foreign,
     unresolvable). For single values such as sentinels."""
@@ -301,6 +389,10 @@ def _simple_tail_sql(expr: str) -> str:
 
 def fast_prefixes(store: StoreRef) -> list[str]:
     """Exact spellings of the store root that the SQL fast path strips."""
+    if store.kind == "s3" and store.provider:
+        scheme = PROVIDER_SCHEME[store.provider]
+        named = [store.bucket] + ([f"{store.bucket}@{store.account}"] if store.account else [])
+        return [f"{scheme}://{b}/{store.prefix}" for b in named]
     if store.kind == "s3":
         return [f"{s}://{store.bucket}/{store.prefix}" for s in S3_SCHEMES]
     return [f"{store.root}/", f"file://{store.root}/", f"file:{store.root}/",

@@ -672,7 +672,7 @@ def iter_inventory_batches(
     left out (see the module docstring for why). Data files are read one at a
     time and each is checked against the manifest before its rows are used.
     """
-    if store.kind != "s3":
+    if store.cloud != "s3":
         raise UsageError(f"an S3 Inventory report describes an S3 bucket, not {store.url}",
                          hint="give the store as s3://bucket/prefix/")
     if report.source_bucket != store.bucket:
