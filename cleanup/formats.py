@@ -30,7 +30,9 @@ Snapshot Parquet
     ``claimed`` when given by hand), ``cleanup.local_at_taken`` (the local
     clock at the same moment, for I15), ``cleanup.rows``, ``cleanup.digest``
     (``sha256:`` of every sorted reference followed by a newline, so
-    ``sort | sha256sum`` reproduces it for keys without newlines).
+    ``sort | sha256sum`` reproduces it for keys without newlines). Table sources
+    (``delta://``, ``iceberg://``) add ``cleanup.table_roots``: a JSON list of the
+    table roots they cover, spelled as references are (I20).
 """
 
 from __future__ import annotations

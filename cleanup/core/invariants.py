@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from cleanup.core.names import I1, I2, I3, I4, I5, I15, I16
+from cleanup.core.names import I1, I2, I3, I4, I5, I15, I16, I20
 from cleanup.core.timeutil import format_duration, format_time
 from cleanup.errors import InvariantViolation
 
-__all__ = ["I1", "I2", "I3", "I4", "I5", "I15", "I16"]
+__all__ = ["I1", "I2", "I3", "I4", "I5", "I15", "I16", "I20"]
 
 
 @dataclass(frozen=True)
@@ -264,3 +264,27 @@ def check_sentinels(
                      facts, hint="a live file that the snapshot or the listing misses means "
                                  "the inputs are incomplete: re-take them")
     return Check(I16, True, f"{len(sents)} sentinels referenced, listed, not candidates", facts)
+
+
+def check_table_metadata(
+    *, declared_roots: int, uncovered_roots: int, uncovered_examples: Iterable[str] = (),
+    protected: int = 0, per_table: Iterable[Mapping[str, Any]] = (),
+) -> Check:
+    """I20: every table root in the scope (a ``_delta_log/`` folder or a
+    ``*.metadata.json``) is covered by a table source of the snapshot. ``protected``
+    counts files under a declared root that were kept as table metadata or hidden;
+    ``per_table`` (root, objects, bytes, candidates, candidate_bytes) is recorded for
+    reviewers: each table's own share of candidates."""
+    examples = [repr(e or "(store root)") for e in list(uncovered_examples)[:5]]
+    facts = {"declared_roots": declared_roots, "uncovered_roots": uncovered_roots,
+             "uncovered_examples": examples, "protected_table_files": protected,
+             "per_table": [dict(t) for t in per_table]}
+    if uncovered_roots:
+        return Check(I20, False,
+                     f"{uncovered_roots} table root(s) in the scope are not covered by any "
+                     f"source of the snapshot, e.g. {', '.join(examples)}: their files "
+                     f"would look unreferenced", facts,
+                     hint="snapshot those tables too (delta://, iceberg://), or plan a store "
+                          "prefix that holds no other table")
+    return Check(I20, True, f"{declared_roots} declared table root(s), none uncovered; "
+                            f"{protected} table metadata or hidden file(s) kept", facts)
