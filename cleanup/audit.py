@@ -23,6 +23,8 @@ import random
 import re
 import socket
 import time
+from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,13 @@ if TYPE_CHECKING:
     from cleanup.stores.base import Store
 
 AUDIT_PREFIX = RESERVED_PREFIX + "audit/"
+#: detached SSHSIG signatures of entries (namespace cleanup-audit) by their principal
+SIG_PREFIX = RESERVED_PREFIX + "audit-sig/"
+#: in an anchor store: copies of other stores' heads, one object per sequence number
+ANCHOR_PREFIX = RESERVED_PREFIX + "audit-anchor/"
+ANCHOR_RETENTION_DAYS = 400
+#: the newest entry's seq and hash, updated by compare-and-swap after every append (I14)
+HEAD_KEY = RESERVED_PREFIX + "audit-head.json"
 GENESIS = "0" * 64
 
 APPEND_TIMEOUT_S = 120
@@ -109,9 +118,54 @@ def _chain_onto(key: str, data: bytes) -> tuple[int, str]:
     return seq + 1, hashlib.sha256(data).hexdigest()
 
 
+_ANCHOR: ContextVar[Store | None] = ContextVar("cleanup_audit_anchor", default=None)
+
+
+def use_anchor(anchor: Store | None) -> None:
+    """Copy the head to ``anchor`` (a second store) after every append of this process
+    (``--anchor`` / ``[audit] anchor`` in the runner's cleanup.toml), with S3 Object Lock
+    retention where the anchor bucket has it (I14)."""
+    _ANCHOR.set(anchor)
+
+
+def _anchor_key(store: Store, seq: int) -> str:
+    sid = hashlib.sha256(store.ref.url.encode()).hexdigest()[:16]
+    return f"{ANCHOR_PREFIX}{sid}/{seq:012d}.json"
+
+
+def _write_anchor(store: Store, seq: int, digest: str) -> None:
+    from cleanup.stores.base import RetainingStore, capability
+
+    anchor = _ANCHOR.get()
+    if anchor is None:
+        return
+    body = canonical_json({"store": store.ref.url, "seq": seq, "hash": digest,
+                           "time": format_time(datetime.now(UTC))})
+    locked = capability(anchor, RetainingStore)
+    if locked is not None and locked.retention_supported():
+        locked.put_retained(_anchor_key(store, seq), body, ANCHOR_RETENTION_DAYS)
+    else:
+        anchor.put_if_absent(_anchor_key(store, seq), body)
+
+
+def _sign_entry(store: Store, seq: int, principal: str, data: bytes, key: str) -> None:
+    """The acting principal's SSHSIG over the entry's bytes (namespace cleanup-audit)."""
+    import tempfile
+
+    from cleanup.signing import NS_AUDIT, sign_file
+
+    with tempfile.TemporaryDirectory(prefix="cleanup-audit-") as d:
+        path = os.path.join(d, "entry.json")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        with open(sign_file(path, key, NS_AUDIT), "rb") as fh:
+            sig = fh.read()
+    store.put_if_absent(f"{SIG_PREFIX}{seq:012d}.{principal}.sig", sig)
+
+
 def append(store: Store, event: str, *, plan_id: str | None = None,
            details: dict[str, Any] | None = None, principal: str | None = None,
-           now: datetime | None = None) -> dict[str, Any]:
+           now: datetime | None = None, key: str | None = None) -> dict[str, Any]:
     """Append one entry; retry on a concurrent writer taking the same sequence number.
 
     Entries are created with ``put_if_absent``, which (local: temp file + link;
@@ -139,7 +193,13 @@ def append(store: Store, event: str, *, plan_id: str | None = None,
                      "time": format_time(now or datetime.now(UTC)), "event": event,
                      "actor": _actor(), "principal": principal, "plan_id": plan_id,
                      "details": details or {}}
-            if store.put_if_absent(_key(seq), canonical_json(entry)):
+            data = canonical_json(entry)
+            if store.put_if_absent(_key(seq), data):
+                if key is not None and principal is not None:
+                    _sign_entry(store, seq, principal, data, key)
+                digest = hashlib.sha256(data).hexdigest()
+                _advance_head(store, seq, digest)
+                _write_anchor(store, seq, digest)
                 return entry
             last = _key(seq)  # somebody else's entry seq: chain onto it next
         attempt += 1
@@ -147,6 +207,46 @@ def append(store: Store, event: str, *, plan_id: str | None = None,
             raise StoreError(f"could not append to the audit log in {APPEND_TIMEOUT_S}s "
                              f"({attempt} attempts): too many concurrent writers")
         time.sleep(random.uniform(0, min(0.25, 0.002 * 2 ** min(attempt, 8))))  # noqa: S311
+
+
+def head_of(entry: dict[str, Any]) -> str:
+    """``SEQ:SHA256`` of an appended entry: what a record that saw it carries."""
+    return f"{entry['seq']}:{hashlib.sha256(canonical_json(entry)).hexdigest()}"
+
+
+def read_head(store: Store) -> tuple[int, str, str | None] | None:
+    """(seq, hash, etag) of the head object, or None if there is none."""
+    data = store.get_bytes(HEAD_KEY)
+    if data is None:
+        return None
+    try:
+        doc = json.loads(data)
+        seq, digest = int(doc["seq"]), str(doc["hash"])
+    except (ValueError, KeyError, TypeError):
+        return (-1, "", None)
+    info = store.current([HEAD_KEY]).get(HEAD_KEY)
+    return seq, digest, info.etag if info else None
+
+
+def _advance_head(store: Store, seq: int, digest: str) -> None:
+    """Move the head object forward to (seq, digest), never backwards: compare-and-swap
+    where the store has it (If-Match), so concurrent appenders cannot lose an update."""
+    from cleanup.stores.base import ReplaceableStore, capability
+
+    cas = capability(store, ReplaceableStore)
+    body = canonical_json({"seq": seq, "hash": digest})
+    for _ in range(50):
+        cur = read_head(store)
+        if cur is not None and cur[0] >= seq:
+            return
+        etag = cur[2] if cur is not None else None
+        if cas is None:
+            store.put(HEAD_KEY, body)
+            return
+        if cas.put_if_match(HEAD_KEY, body, etag):
+            return
+        time.sleep(random.uniform(0, 0.05))  # noqa: S311
+    raise StoreError("could not advance the audit head: too many concurrent writers")
 
 
 def try_append(store: Store | None, event: str, **kwargs: Any) -> str | None:
@@ -168,6 +268,12 @@ class AuditReport:
     entries: int
     head: str
     problems: list[str]
+    last_seq: int = 0
+
+    @property
+    def head_ref(self) -> str:
+        """``SEQ:SHA256`` of the newest entry (``0:000...`` for an empty log)."""
+        return f"{self.last_seq}:{self.head}"
 
     @property
     def ok(self) -> bool:
@@ -175,13 +281,18 @@ class AuditReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"entries": self.entries, "head": self.head, "ok": self.ok,
-                "problems": self.problems}
+                "problems": self.problems, "head_ref": self.head_ref}
 
 
-def verify(store: Store) -> AuditReport:
-    """Walk the chain from entry 1; report every break."""
+def verify(store: Store, referenced: Sequence[str] = (), *, anchor: Store | None = None,
+           allowed_signers: str | None = None) -> AuditReport:
+    """Walk the chain from entry 1; report every break. Then the anchors of its end
+    (I14): the head object and every ``SEQ:SHA256`` head that a record saw
+    (``referenced``) must be entries of this chain -- a log truncated, rewritten
+    shorter or removed fails here."""
     keys = [k for k in store.list_keys(AUDIT_PREFIX) if not _is_temp(k)]
     problems: list[str] = []
+    hashes: dict[int, str] = {}
     prev = GENESIS
     expected = 1
     for key in keys:
@@ -209,12 +320,82 @@ def verify(store: Store) -> AuditReport:
             if canonical_json(entry) != data:
                 problems.append(f"{key}: not in canonical form (edited by hand?)")
         prev = hashlib.sha256(data).hexdigest()
+        hashes[seq] = prev
         expected = seq + 1
-    return AuditReport(len(keys), prev, problems)
+    last = max(hashes, default=0)
+    head = read_head(store)
+    if head is not None and (head[0] < 1 or hashes.get(head[0]) != head[1]):
+        problems.append(f"the head object names entry {head[0]}, which "
+                        + ("is not in the log (truncated or removed)" if head[0] not in hashes
+                           else "has other bytes (rewritten)"))
+    for ref in referenced:
+        seq_s, _, digest = ref.partition(":")
+        if not seq_s.isdigit() or int(seq_s) == 0:
+            continue
+        if hashes.get(int(seq_s)) != digest:
+            problems.append(f"a record saw audit entry {seq_s} ({digest[:12]}...), which "
+                            + ("is not in the log (truncated or removed)"
+                               if int(seq_s) not in hashes else "has other bytes now"))
+    if anchor is not None:
+        problems += _check_anchor(store, anchor, hashes)
+    if allowed_signers is not None:
+        problems += _check_signatures(store, keys, allowed_signers)
+    return AuditReport(len(keys), prev, problems, last)
 
 
-def require_intact(store: Store) -> AuditReport:
-    rep = verify(store)
+def _check_anchor(store: Store, anchor: Store, hashes: dict[int, str]) -> list[str]:
+    """Every head copied to the anchor store must be an entry of this log, as it was."""
+    out = []
+    prefix = _anchor_key(store, 0).rsplit("/", 1)[0] + "/"
+    for k in anchor.list_keys(prefix):
+        try:
+            doc = json.loads(anchor.get_bytes(k) or b"{}")
+            seq, digest = int(doc["seq"]), str(doc["hash"])
+        except (ValueError, KeyError, TypeError):
+            out.append(f"anchor {k} is not an anchor record")
+            continue
+        if hashes.get(seq) != digest:
+            out.append(f"the anchor holds entry {seq} ({digest[:12]}...), which "
+                       + ("is not in the log (truncated or removed)" if seq not in hashes
+                          else "has other bytes now"))
+    return out
+
+
+def _check_signatures(store: Store, keys: list[str], allowed: str) -> list[str]:
+    """An entry naming a principal must carry that principal's valid signature."""
+    import tempfile
+
+    from cleanup.signing import NS_AUDIT, ssh_verify
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="cleanup-audit-") as d:
+        for k in keys:
+            data = store.get_bytes(k) or b""
+            try:
+                entry = json.loads(data)
+            except ValueError:
+                continue
+            who = entry.get("principal") if isinstance(entry, dict) else None
+            seq = entry.get("seq") if isinstance(entry, dict) else None
+            if not who or not isinstance(seq, int):
+                continue
+            sig = store.get_bytes(f"{SIG_PREFIX}{seq:012d}.{who}.sig")
+            if sig is None:
+                out.append(f"entry {seq} names {who} but carries no signature of theirs")
+                continue
+            doc, sp = os.path.join(d, f"{seq}.json"), os.path.join(d, f"{seq}.sig")
+            with open(doc, "wb") as fh:
+                fh.write(data)
+            with open(sp, "wb") as fh:
+                fh.write(sig)
+            state, _f, detail = ssh_verify(doc, sp, allowed, str(who), NS_AUDIT, None)
+            if state != "valid":
+                out.append(f"entry {seq}: the signature of {who} is {state} ({detail})")
+    return out
+
+
+def require_intact(store: Store, referenced: Sequence[str] = ()) -> AuditReport:
+    rep = verify(store, referenced, anchor=_ANCHOR.get())
     if not rep.ok:
         raise InvariantViolation(I14, "; ".join(rep.problems[:3]),
                                  hint="the audit log was tampered with; investigate before "

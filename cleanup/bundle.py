@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cleanup.core.canonical import sha256_hex
 from cleanup.core.names import I6
@@ -33,6 +33,9 @@ from cleanup.core.paths import sql_literal
 from cleanup.errors import InvariantViolation, UsageError
 from cleanup.model import Plan
 from cleanup.stores.base import ObjectInfo
+
+if TYPE_CHECKING:
+    from cleanup.stores.base import Store
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PLAN_JSON = "plan.json"
@@ -42,8 +45,11 @@ MANIFEST = "manifest.parquet"
 class BundleLayout:
     """Where each part of a plan directory lives (nothing is read)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, work_root: str | None = None) -> None:
         self.root = root
+        #: where this machine keeps the execution journal and scratch (the local plan
+        #: directory, also when the plan itself was read from the store)
+        self.work_root = work_root or root
 
     @property
     def plan_json(self) -> str:
@@ -74,8 +80,9 @@ class BundleLayout:
         return os.path.join(self.approvals_dir, f"{signer}.json")
 
     def approvals(self) -> list[tuple[str, str]]:
-        """(signer, path of its JSON) for each approval present, by path."""
-        return [(os.path.basename(p)[: -len(".json")], p)
+        """(signer, path of its JSON) for each approval present, by path. A published
+        approval is named ``NAME~TAG.json`` (one principal may approve more than once)."""
+        return [(os.path.basename(p)[: -len(".json")].split("~", 1)[0], p)
                 for p in sorted(glob.glob(os.path.join(glob.escape(self.approvals_dir),
                                                        "*.json")))]
 
@@ -95,7 +102,7 @@ class BundleLayout:
 
     @property
     def journal_dir(self) -> str:
-        return os.path.join(self.root, "journal")
+        return os.path.join(self.work_root, "journal")
 
     def journal_path(self, stage: int, dry_run: bool = False) -> str:
         name = f"stage-{stage}.dry-run.jsonl" if dry_run else f"stage-{stage}.jsonl"
@@ -145,9 +152,12 @@ def parse_plan(raw: bytes, path: str) -> Plan:
 class PlanBundle(BundleLayout):
     """An opened plan directory: plan.json read once, the manifest verified on first use."""
 
-    def __init__(self, root: str, raw: bytes, plan: Plan) -> None:
-        super().__init__(root)
+    def __init__(self, root: str, raw: bytes, plan: Plan, work_root: str | None = None) -> None:
+        super().__init__(root, work_root)
         self.raw = raw
+        #: signature file -> the store's record time (a bundle read from the store)
+        self.record_times: dict[str, datetime] = {}
+        self._owned: weakref.finalize[Any, Any] | None = None
         self.plan_id = sha256_hex(raw)
         self.plan = plan
         self._state: str | None = None
@@ -164,6 +174,26 @@ class PlanBundle(BundleLayout):
     def open(cls, plan_dir: str) -> PlanBundle:
         raw = read_plan_bytes(plan_dir)
         return cls(plan_dir, raw, parse_plan(raw, os.path.join(plan_dir, PLAN_JSON)))
+
+    @classmethod
+    def fetch(cls, store: Store, plan_id: str, work_root: str) -> PlanBundle:
+        """The plan as published in ``store`` (I10, I19): copied into a private directory
+        (plan.json must hash to ``plan_id``), signature record times kept; the journal
+        stays in ``work_root``. Local files other than the journal are never read."""
+        from cleanup.published import Published, private_dir
+
+        dest = private_dir()
+        try:
+            times = Published(store, plan_id).fetch(dest)
+            raw = read_plan_bytes(dest)
+            bundle = cls(dest, raw, parse_plan(raw, f"{store.ref.url} plan {plan_id[:16]}..."),
+                         work_root)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        bundle.record_times = times
+        bundle._owned = weakref.finalize(bundle, shutil.rmtree, dest, True)
+        return bundle
 
     # -- the manifest -------------------------------------------------------------------
 
@@ -295,6 +325,8 @@ class PlanBundle(BundleLayout):
         """Remove the private manifest copy (also done when the bundle is collected)."""
         if self._finalizer is not None:
             self._finalizer()
+        if self._owned is not None:
+            self._owned()
         self._copy = None
         self._state = None
 

@@ -13,7 +13,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 TENANTS = ("internal-analytics", "acme", "globex", "initech", "umbrella", "hooli")
@@ -100,37 +100,71 @@ def run(root: Path, say: Callable[[str], None]) -> dict[str, str]:
     s = take_snapshot(str(d.metadata), snap, query="SELECT path FROM data_files")
     say(f"3. cleanup snapshot {d.metadata} --query 'SELECT path FROM data_files' -o {snap}"
         f"   ({s.rows} references, taken_at {s.to_json()['taken_at']})")
+    pin = _trust_root(d, say)
     plan_dir = str(root / "plan")
+    query = "SELECT path FROM data_files"
     p = make_plan(PlanOptions(
         store=str(d.store), inventory=inv, snapshot=snap, out=plan_dir, author="alice",
         key=str(d.key("alice")), tenant_pattern=DEFAULT_TENANT_PATTERN,
-        internal=("internal-analytics",), stages="10%,100%", quarantine="copy"))
+        internal=("internal-analytics",), stages="10%,100%", quarantine="copy",
+        reconcile_with=str(d.metadata), reconcile_query=query, trust_root=pin))
     m = p.plan.manifest
     say(f"4. cleanup plan --store {d.store} ... -o {plan_dir} --internal internal-analytics "
-        f"--author alice --key {d.key('alice')}")
+        f"--reconcile-with {d.metadata} --reconcile-query '{query}' --trust-root {pin} "
+        f"--author alice --key {d.key('alice')}   (published to the store)")
     say(f"   plan {p.plan_id}: {m.objects} candidates of {p.plan.scope.objects} objects,"
         f" cutoff {format_time(p.plan.cutoff.time)}; the fresh unreferenced files were kept "
         "(I1, I2)")
+    from cleanup.errors import SignoffError
     from cleanup.executor import ExecuteOptions, execute
     from cleanup.report import write_report
-    from cleanup.signoff import approve, require_verified, witness
+    from cleanup.signoff import approve, publish, require_verified, witness
 
     report = write_report(plan_dir, str(root / "report.html"))
     say(f"5. cleanup review {plan_dir} --html {report}   (open it in a browser)")
     approve(plan_dir, "bob", str(d.key("bob")), comment="demo review")
-    say(f"6. cleanup approve {plan_dir} --signer bob --key {d.key('bob')}   (second engineer)")
+    publish(plan_dir)
+    say(f"6. cleanup approve {plan_dir} --signer bob --key {d.key('bob')}   (second engineer; "
+        "published to the store)")
     require_verified(plan_dir, str(d.allowed_signers))
     say(f"7. cleanup verify {plan_dir} --allowed-signers {d.allowed_signers}   (I6, I7 hold)")
-    witness(plan_dir, 0, "bob", str(d.key("bob")))
-    say(f"8. cleanup witness {plan_dir} --stage 0 --signer bob --key {d.key('bob')}   (I8)")
-    r = execute(ExecuteOptions(
-        plan_dir=plan_dir, stage=0, allowed_signers=str(d.allowed_signers),
-        reconcile_with=str(d.metadata), reconcile_query="SELECT path FROM data_files",
-        executor="alice", key=str(d.key("alice"))))
-    say(f"9. cleanup execute {plan_dir} --stage 0 --allowed-signers {d.allowed_signers} "
-        f"--reconcile-with {d.metadata} --reconcile-query 'SELECT path FROM data_files' "
-        f"--executor alice --key {d.key('alice')}")
+    opts = ExecuteOptions(plan_dir=plan_dir, stage=0, executor="alice", key=str(d.key("alice")),
+                          trust_root=pin)
+    try:
+        execute(opts)
+    except SignoffError as exc:
+        say(f"8. cleanup execute {plan_dir} --stage 0 --executor alice --key {d.key('alice')} "
+            f"--trust-root {pin}")
+        say(f"   refused, as it must be: {exc.message.split(' (')[0]}; the run published a "
+            "challenge for a witness")
+    else:
+        raise AssertionError("execution without a witness was not refused")
+    _plan_id, challenge, _doc = witness(plan_dir, 0, "bob", str(d.key("bob")))
+    say(f"9. cleanup witness {plan_dir} --stage 0 --signer bob --key {d.key('bob')}   (I8: "
+        f"bob, present, signs challenge {challenge.split('.')[-1][:12]}...)")
+    r = execute(opts)
+    say(f"10. cleanup execute {plan_dir} --stage 0 --executor alice --key {d.key('alice')} "
+        f"--trust-root {pin}   (the same command again)")
     say(f"   stage 0 (internal tenants): {r.moved} objects moved to "
         f"{d.store}/_cleanup/quarantine/{p.plan_id[:12]}...; stages 1-2 wait for the hold (I10)")
     return {"store": str(d.store), "plan": plan_dir, "allowed_signers": str(d.allowed_signers),
-            "plan_id": p.plan_id, "report": report}
+            "plan_id": p.plan_id, "report": report, "trust_root": pin}
+
+
+def _trust_root(d: DemoPaths, say: Callable[[str], None]) -> str:
+    """The store's trust root (I17): alice may author and run, bob may approve and
+    witness; version 1 signed by both; its digest is the runner's pin."""
+    from cleanup import trust
+    from cleanup.core.trust import Floors
+    from cleanup.stores import open_store
+
+    store = open_store(str(d.store))
+    principals = trust.parse_allowed_signers(str(d.allowed_signers))
+    principals = {"alice": replace(principals["alice"], roles=("author", "runner")),
+                  "bob": replace(principals["bob"], roles=("approver", "witness"))}
+    digest, _root = trust.init_root(store, principals, threshold=2, floors=Floors())
+    for name in ("alice", "bob"):
+        trust.sign(store, 1, name, str(d.key(name)))
+    say(f"   cleanup trust init {d.store} --from {d.allowed_signers}; cleanup trust sign ... "
+        f"(alice, bob): trust root {digest[:19]}... pinned by the runner (I17)")
+    return digest

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cleanup.core.paths import RESERVED_PREFIX, StoreRef, sql_literal
 from cleanup.errors import UsageError
@@ -37,6 +37,10 @@ class EngineInput:
     ref_encoding: str = "literal"
     ref_base: str | None = None
     foreign_ok: tuple[StoreRef, ...] = ()
+    engine: str = "duckdb"  # which PlanEngine (cleanup.engines.open_engine)
+    spark_master: str | None = None  # spark only
+    spark_conf: tuple[str, ...] = ()  # spark only: k=v
+    table_roots: tuple[str, ...] = ()  # declared by table sources (I20)
 
 
 @dataclass
@@ -70,6 +74,11 @@ class EngineResult:
     sentinels_in_inventory: set[str] = field(default_factory=set)
     sentinels_in_candidates: set[str] = field(default_factory=set)
     stages: list[dict[str, Any]] = field(default_factory=list)
+    table_roots: int = 0  # I20: declared roots inside the store
+    table_protected: int = 0  # I20: files kept as table metadata or hidden
+    uncovered_table_roots: int = 0  # I20: table roots in scope no source covers
+    uncovered_table_examples: list[str] = field(default_factory=list)
+    per_table: list[dict[str, Any]] = field(default_factory=list)  # I20: per declared root
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -95,6 +104,24 @@ def connect(inp: EngineInput) -> duckdb.DuckDBPyConnection:
     if inp.temp_dir:
         con.execute(f"SET temp_directory = {sql_literal(inp.temp_dir)}")
     return con
+
+
+class PlanEngine(Protocol):
+    """What the planner asks of an engine (DuckDB: :class:`Engine`; Spark:
+    :class:`cleanup.engines.spark.SparkEngine`): :meth:`compute` once, then the two
+    candidate checks, then :meth:`write_manifest` with the core's tenant to stage map,
+    then :meth:`close`. The same inputs must give the same result and a byte-identical
+    manifest, whatever the engine."""
+
+    def compute(self) -> EngineResult: ...
+
+    def long_keys(self, quarantine: bool) -> tuple[int, list[str]]: ...
+
+    def unsafe_keys(self) -> tuple[int, list[str]]: ...
+
+    def write_manifest(self, stage_of: dict[str, int], out: str) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
 
 
 class Engine:
@@ -160,6 +187,7 @@ class Engine:
             self.con.execute("CREATE TEMP TABLE missing AS SELECT DISTINCT rkey AS key "
                              "FROM unmatched WHERE ikey IS NULL")
             self._protect(res)
+            self._table_metadata(res)
             self._missing(res)
             self._totals(res)
             self._sentinels(res)
@@ -179,24 +207,30 @@ class Engine:
         UTF-8 excluded: those are never candidates)."""
         import pyarrow.parquet as pq
 
-        inv_file = sql_literal(self.inp.inventory)
-        names = set(pq.read_schema(self.inp.inventory).names)
+        from cleanup.inputs import input_files, parquet_list_sql
+
+        files = input_files(self.inp.inventory, "inventory")  # a file, or its shards
+        inv_file = parquet_list_sql(files)
+        names = set(pq.read_schema(files[0]).names)
         raw_ok = "AND key_raw IS NULL" if "key_raw" in names else ""
         self.con.execute(
             f"CREATE TEMP VIEW inv_all AS SELECT key, size, "
             f"CAST(last_modified AS TIMESTAMPTZ) AS last_modified, etag, "
-            f"file_row_number AS rn, {'key_raw' if raw_ok else 'NULL::BLOB AS key_raw'} "
+            f"(file_index::BIGINT << 40) + file_row_number AS rn, "
+            f"{'key_raw' if raw_ok else 'NULL::BLOB AS key_raw'} "
             f"FROM read_parquet({inv_file}, file_row_number = true) WHERE key IS NOT NULL")
         self.con.execute(
             f"CREATE TEMP VIEW inv AS SELECT key, size, last_modified, etag, rn FROM inv_all "
             f"WHERE NOT starts_with(key, {sql_literal(RESERVED_PREFIX)}) {raw_ok}")
 
     def _resolve(self, res: EngineResult) -> None:
+        from cleanup.inputs import input_files, parquet_list_sql
         from cleanup.refs import load_refs
 
         inp = self.inp
         os.makedirs(self.workdir, exist_ok=True)
-        stats = load_refs(self.con, f"read_parquet({sql_literal(inp.snapshot)})", inp.store,
+        snap = parquet_list_sql(input_files(inp.snapshot, "snapshot"))
+        stats = load_refs(self.con, f"read_parquet({snap})", inp.store,
                           name="refs", workdir=self.workdir, encoding=inp.ref_encoding,
                           base=inp.ref_base, foreign_ok=inp.foreign_ok)
         res.snapshot_rows = stats.rows
@@ -232,6 +266,78 @@ class Engine:
                              "(SELECT anc FROM protected)")
         else:
             self.con.execute("CREATE TEMP TABLE cand AS SELECT * FROM cand0")
+
+    def _table_metadata(self, res: EngineResult) -> None:
+        """I20: under a declared table root, ``_delta_log/``, ``metadata/`` and any path
+        component starting with ``_`` or ``.`` are never candidates; table roots in the
+        scope (a ``_delta_log/`` folder, a ``*.metadata.json``) that no declared root
+        covers are counted for the check."""
+        import pyarrow as pa
+
+        from cleanup.core.paths import parse_store, resolve_ref
+        from cleanup.refs import ancestors_sql
+
+        # (prefix of the root in the store, the store's own place inside the root): a
+        # store inside a table (a partition folder) has every key under that table.
+        roots: set[tuple[str, str]] = set()
+        for root in self.inp.table_roots:
+            # As a folder: `s3://b/t` is not inside store `s3://b/t/`, `s3://b/t/` is.
+            r = resolve_ref(root.rstrip("/") + "/", self.inp.store)
+            if r.cls == "key" and r.key:
+                roots.add((r.key + "/", ""))
+            elif r.cls == "folder":
+                roots.add((r.key or "", ""))
+            else:
+                try:
+                    inner = resolve_ref(self.inp.store.url.rstrip("/") + "/",
+                                        parse_store(root.rstrip("/") + "/"))
+                except UsageError:
+                    continue
+                if inner.cls == "folder" and inner.key:
+                    roots.add(("", inner.key))
+        prefixes = {p for p, _o in roots}
+        res.table_roots = len(roots)
+        self.con.register("table_roots_in", pa.table(
+            {"prefix": pa.array([p for p, _o in sorted(roots)], pa.string()),
+             "offset": pa.array([o for _p, o in sorted(roots)], pa.string())}))
+        self.con.execute("CREATE TEMP TABLE troots AS SELECT prefix, \"offset\" AS inside "
+                         "FROM table_roots_in")
+        self.con.unregister("table_roots_in")
+        if prefixes:
+            rest = "(r.inside || substr(a.key, length(a.anc) + 1))"
+            self.con.execute(
+                "CREATE TEMP TABLE table_kept AS SELECT DISTINCT a.key FROM "
+                f"(SELECT key, unnest({ancestors_sql('key')}) AS anc FROM cand) a "
+                f"JOIN troots r ON a.anc = r.prefix WHERE starts_with({rest}, '_delta_log/') "
+                f"OR starts_with({rest}, 'metadata/') OR regexp_matches({rest}, '(^|/)[_.]')")
+            (n,) = self._one("SELECT count(*) FROM table_kept")
+            res.table_protected = int(n)
+            if n:
+                self.con.execute("DELETE FROM cand WHERE key IN (SELECT key FROM table_kept)")
+            # Each table's own numbers, for reviewers (at most 100 tables).
+            res.per_table = [
+                {"root": str(p), "objects": int(o), "bytes": int(b), "candidates": int(c),
+                 "candidate_bytes": int(cb)}
+                for p, o, b, c, cb in self.con.execute(
+                    "SELECT x.anc, count(*), coalesce(sum(x.size), 0), count(c.key), "
+                    "coalesce(sum(c.size), 0) FROM "
+                    f"(SELECT key, size, unnest({ancestors_sql('key')}) AS anc FROM inv) x "
+                    "JOIN troots r ON x.anc = r.prefix LEFT JOIN cand c ON c.key = x.key "
+                    "GROUP BY x.anc ORDER BY x.anc LIMIT 100").fetchall()]
+        self.con.execute(
+            "CREATE TEMP TABLE found_roots AS SELECT DISTINCT root FROM ("
+            "SELECT regexp_extract(key, '^(.*/)?_delta_log/', 1) AS root FROM inv "
+            "WHERE contains(key, '_delta_log/') "
+            "AND regexp_matches(key, '(^|/)_delta_log/') UNION ALL "
+            "SELECT CASE WHEN regexp_matches(key, '(^|/)metadata/[^/]*$') "
+            "THEN regexp_extract(key, '^(.*/)?metadata/[^/]*$', 1) "
+            "ELSE regexp_extract(key, '^(.*/)?[^/]*$', 1) END FROM inv "
+            "WHERE ends_with(key, '.metadata.json')) "
+            "WHERE root NOT IN (SELECT prefix FROM troots WHERE inside = '')")
+        (u,) = self._one("SELECT count(*) FROM found_roots")
+        res.uncovered_table_roots = int(u)
+        res.uncovered_table_examples = [str(r[0]) for r in self.con.execute(
+            "SELECT root FROM found_roots ORDER BY root LIMIT 5").fetchall()]
 
     def _missing(self, res: EngineResult) -> None:
         from cleanup.refs import near_miss_pairs

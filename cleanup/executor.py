@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,9 +28,12 @@ from cleanup.bundle import PlanBundle
 from cleanup.core.paths import parse_store
 from cleanup.core.timeutil import format_duration, format_time, parse_time
 from cleanup.errors import InvariantViolation, ReconciliationHalt, SignoffError, UsageError
-from cleanup.journal import Journal, StageState, stage_state
-from cleanup.model import Plan
+from cleanup.journal import Journal
+from cleanup.model import Plan, StageState
 from cleanup.model import Witness as WitnessDoc
+from cleanup.presence import consume, require_witness
+from cleanup.published import Published, referenced_heads, stage_doc
+from cleanup.published import stage_state as store_stage_state
 from cleanup.stores.base import ObjectInfo, VersionedStore, capability, quarantine_key
 from cleanup.stores.wrappers import DryRunStore
 
@@ -37,8 +41,9 @@ if TYPE_CHECKING:
     from cleanup.lock import Lock
     from cleanup.reconcile import Reconciler
     from cleanup.stores.base import Store
+    from cleanup.trust import VerifiedRoot
 
-from cleanup.core.names import I9, I11, I13
+from cleanup.core.names import I9, I11, I13, I17, I19
 
 Progress = Callable[[int, int], None]
 
@@ -47,11 +52,19 @@ Progress = Callable[[int, int], None]
 class ExecuteOptions:
     plan_dir: str
     stage: int
-    allowed_signers: str
-    reconcile_with: str
     executor: str
     key: str
+    #: the pinned digest of the trust root's version 1 (None: CLEANUP_TRUST_ROOT, then
+    #: trust_root in ``config`` or ./cleanup.toml) -- the runner's configuration (I17)
+    trust_root: str | None = None
+    config: str | None = None
+    #: the plan records its reconciliation source; a value here must be the same (I19)
+    reconcile_with: str | None = None
     reconcile_query: str | None = None
+    #: seconds to wait for a witness of the challenge this run publishes (I8)
+    wait: float = 0.0
+    #: a second store that receives a copy of the audit head after every append (I14)
+    anchor: str | None = None
     dry_run: bool = False
     endpoint_url: str | None = None
     region: str | None = None
@@ -90,8 +103,11 @@ def open_plan_store(plan: Plan, endpoint_url: str | None, region: str | None) ->
     ref = parse_store(plan.store)
     # A plan made from an mtime-only listing (--trust-mtime, recorded and shown to
     # reviewers) is re-checked with the same clock; the etag still catches any rewrite.
+    # Azure's blob API cannot report an account's location: the runner declares it
+    # (--region or AZURE_STORAGE_REGION), never the plan, or I13 would hold by construction.
+    own_region = ref.kind == "local" or ref.provider == "azure"
     store = open_store(ref, endpoint_url=endpoint_url,
-                       region=region if ref.kind == "local" else (region or plan.region),
+                       region=region if own_region else (region or plan.region),
                        trust_mtime=ref.kind == "local"
                        and plan.inputs.inventory.time_source == "mtime")
     actual = store.region()
@@ -103,8 +119,9 @@ def open_plan_store(plan: Plan, endpoint_url: str | None, region: str | None) ->
     return store
 
 
-def stage_gate(plan_dir: str, plan: Plan, stage: int, now: datetime) -> None:
-    """I10, the part the journal can answer: order, flags, skip ratio and hold."""
+def stage_gate(pub: Published, plan: Plan, stage: int, now: datetime) -> None:
+    """I10 from the store's stage records: order, flags, skip ratio and the hold, measured
+    from the previous stage's ``finished`` record time to the store's clock ``now``."""
     from cleanup.core.stages import PrevStage
     from cleanup.core.stages import stage_gate as gate
 
@@ -113,7 +130,7 @@ def stage_gate(plan_dir: str, plan: Plan, stage: int, now: datetime) -> None:
         raise UsageError(f"plan has no stage {stage} (stages: {sorted(stages)})")
     prev = None
     if stage > 0:
-        st = stage_state(plan_dir, stage - 1)
+        st = store_stage_state(pub, stage - 1)
         prev = PrevStage(stage - 1, st.state,
                          parse_time(st.finished_at) if st.finished_at else None,
                          stages[stage - 1].objects, sum(st.skipped.values()))
@@ -135,7 +152,7 @@ def health_gate(opts: ExecuteOptions, bundle: PlanBundle, store: Store, rec: Any
     results = [c.to_json() for c in checks]
     journal.write("gate", passed=passed, results=results)
     if not opts.dry_run:
-        audit.append(store, "health-gate", plan_id=plan_id, principal=opts.executor,
+        audit.append(store, "health-gate", plan_id=plan_id, principal=opts.executor, key=opts.key,
                      details={"stage": opts.stage, "passed": passed, "results": results})
     for c in checks:
         c.raise_if_failed()
@@ -158,7 +175,7 @@ def _versioned(store: Store) -> VersionedStore:
     """The store's :class:`VersionedStore` capability (through wrappers), or a usage error."""
     versioned = capability(store, VersionedStore)
     if versioned is None:
-        raise UsageError("quarantine mode 'versioning' needs an S3 store")
+        raise UsageError("quarantine mode 'versioning' needs an S3 or GCS store")
     return versioned
 
 
@@ -178,93 +195,172 @@ def _digest(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
 
 
-def _sign_executor(opts: ExecuteOptions, plan_id: str, now: datetime) -> None:
-    """The executor proves who it is: a signature checked against allowed_signers now."""
-    from cleanup.core.canonical import canonical_json
-    from cleanup.signing import NS_WITNESS, sign_file
-    from cleanup.signoff import ssh_verify
+def store_now(store: Store, injected: datetime | None) -> datetime:
+    """The store's clock now (I18: a fresh probe's Last-Modified), which holds, retention
+    and signature ages are measured with. Library tests may inject a clock."""
+    if injected is not None:
+        return injected
+    return store.probe_clock().store_time
 
+
+def _prove_runner(opts: ExecuteOptions, trust: VerifiedRoot, allowed: str, plan_id: str,
+                  now: datetime) -> None:
+    """The runner proves who it is: a signature by its key, checked against the trust
+    root's principals now; it must hold the runner role."""
+    from cleanup.core.canonical import canonical_json
+    from cleanup.signing import NS_WITNESS, sign_file, ssh_verify
+
+    if not trust.has_role(opts.executor, "runner"):
+        raise SignoffError(f"{I17}: {opts.executor} has no runner role in trust root version "
+                           f"{trust.version}",
+                           hint="execute, restore and purge run as a runner principal")
     doc = WitnessDoc(plan_id, opts.stage, opts.executor, now, role="executor").to_json()
-    path = PlanBundle.layout(opts.plan_dir).executor_json(opts.stage, opts.executor)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"  # concurrent starts must not sign each other's bytes
-    with open(tmp, "wb") as fh:
-        fh.write(canonical_json(doc))
-    try:
-        sig = sign_file(tmp, opts.key, NS_WITNESS)
-        state, _fpr, detail = ssh_verify(tmp, sig, opts.allowed_signers, opts.executor,
-                                         NS_WITNESS, now)
-        if state == "valid":
-            os.replace(sig, path + ".sig")
-            os.replace(tmp, path)
-    finally:
-        for p in (tmp, tmp + ".sig"):
-            if os.path.exists(p):
-                os.unlink(p)
+    with tempfile.TemporaryDirectory(prefix="cleanup-runner-") as d:
+        path = os.path.join(d, "runner.json")
+        with open(path, "wb") as fh:
+            fh.write(canonical_json(doc))
+        sig = sign_file(path, opts.key, NS_WITNESS)
+        state, _fpr, detail = ssh_verify(path, sig, allowed, opts.executor, NS_WITNESS, now)
     if state != "valid":
-        raise SignoffError(f"executor {opts.executor}: {state} ({detail})",
-                           hint="the executor must be a principal in allowed_signers with "
-                                "namespace cleanup-witness")
+        raise SignoffError(f"{I17}: runner {opts.executor}: {state} ({detail})",
+                           hint="the runner signs with its own key, listed in the trust root")
+
+
+@dataclass
+class _Context:
+    """What authorization established: the plan as the store holds it (a verified
+    private copy), the verified trust root and its allowed_signers file, the store."""
+
+    plan: Plan
+    plan_id: str
+    bundle: PlanBundle
+    store: Store
+    pub: Published
+    trust: VerifiedRoot
+    allowed: str
+    now: datetime
+
+
+def authorize(plan_dir: str, *, trust_root: str | None, config: str | None,
+              endpoint_url: str | None, region: str | None, injected_now: datetime | None,
+              stack: ExitStack, read_only: bool = False, anchor: str | None = None) -> _Context:
+    """I13, I17, I6, I7 and I18 for an action on ``plan_dir``'s plan: only its id is taken
+    from the local directory; plan, manifest and signatures are read from the store into
+    a private copy, and verified against the pinned trust root's principals."""
+    from cleanup import trust as trust_mod
+    from cleanup.signoff import require_report, verify_bundle
+
+    with PlanBundle.open(plan_dir) as local:
+        local_plan, plan_id = local.plan, local.plan_id
+    store = open_plan_store(local_plan, endpoint_url, region)
+    trust = trust_mod.current(store, trust_root, config)
+    _use_anchor(anchor, config, endpoint_url, stack)
+    allowed = stack.enter_context(trust.allowed_signers())
+    bundle = PlanBundle.fetch(store, plan_id, work_root=plan_dir)
+    stack.callback(bundle.close)
+    # The store's clock (a probe write); a dry run writes nothing and reads ours.
+    now = injected_now or datetime.now(UTC) if read_only else store_now(store, injected_now)
+    rep = require_report(verify_bundle(bundle, allowed, now, trust))
+    bundle.check_manifest()
+    return _Context(rep.plan, plan_id, bundle, store, Published(store, plan_id), trust,
+                    allowed, now)
+
+
+def _use_anchor(anchor: str | None, config: str | None, endpoint_url: str | None,
+                stack: ExitStack) -> None:
+    """The runner's audit anchor (I14): ``--anchor``, else ``[audit] anchor`` in its
+    cleanup.toml. Every append copies the head there; the log is verified against it."""
+    from cleanup.core.policy import read_config
+    from cleanup.stores import open_store
+
+    if anchor is None:
+        path = config or ("cleanup.toml" if os.path.isfile("cleanup.toml") else None)
+        table = read_config(path).get("audit", {}) if path else {}
+        anchor = table.get("anchor") if isinstance(table, dict) else None
+    if anchor:
+        audit.use_anchor(open_store(str(anchor), endpoint_url=endpoint_url))
+        stack.callback(audit.use_anchor, None)
+
+
+def _reconcile_source(opts: ExecuteOptions, plan: Plan) -> tuple[str, str | None]:
+    """The reconciliation source and query of the signed plan (I19); an option naming
+    another is refused."""
+    if plan.reconcile is None:
+        raise InvariantViolation(I19, "the plan records no reconciliation source",
+                                 hint="re-plan with --reconcile-with SOURCE [--reconcile-query "
+                                      "SQL]: it is signed with the plan")
+    src, query = plan.reconcile.source, plan.reconcile.query
+    if opts.reconcile_with is not None and (opts.reconcile_with != src or (
+            opts.reconcile_query is not None and opts.reconcile_query != query)):
+        raise InvariantViolation(I19, f"--reconcile-with {opts.reconcile_with} is not the "
+                                      f"plan's signed reconciliation source {src}",
+                                 hint="leave --reconcile-with out: execution reads it from "
+                                      "the plan")
+    return src, query
 
 
 def execute(opts: ExecuteOptions) -> ExecuteResult:
-    now = opts.now or datetime.now(UTC)
-    plan, plan_id, bundle, done_state = _authorize(opts, now)
-    if done_state.state == "complete" and not opts.dry_run:
-        return _already_complete(plan_id, opts.stage, done_state)
-    stage_gate(opts.plan_dir, plan, opts.stage, now)
-    store = open_plan_store(plan, opts.endpoint_url, opts.region)
-    audit.require_intact(store)  # a tampered audit log stops all cleanup (I14)
-    mode = plan.quarantine
-    if mode == "versioning":
-        _require_versioning(store)
-    state = stage_state(opts.plan_dir, opts.stage)
+    with ExitStack() as stack:
+        ctx = authorize(opts.plan_dir, trust_root=opts.trust_root, config=opts.config,
+                        endpoint_url=opts.endpoint_url, region=opts.region,
+                        injected_now=opts.now, stack=stack, read_only=opts.dry_run,
+                        anchor=opts.anchor)
+        return _execute(opts, ctx, stack)
+
+
+def _execute(opts: ExecuteOptions, ctx: _Context, stack: ExitStack) -> ExecuteResult:
+    plan, plan_id, store, pub = ctx.plan, ctx.plan_id, ctx.store, ctx.pub
+    state = store_stage_state(pub, opts.stage)
+    if state.state == "complete" and not opts.dry_run:
+        return _already_complete(plan_id, opts.stage, state)
     _refuse_halted(state, opts)
-    plan_taken = plan.inputs.snapshot.taken_at.time
+    source, _query = _reconcile_source(opts, plan)
+    if not opts.dry_run:
+        _prove_runner(opts, ctx.trust, ctx.allowed, plan_id, ctx.now)
+    head = audit.require_intact(store, referenced=referenced_heads(pub)).head_ref
+    # The gate first: a stage that may not start yet publishes no challenge, so nobody
+    # witnesses a run that cannot happen.
+    stage_gate(pub, plan, opts.stage, ctx.now)
+    found = None
+    if not opts.dry_run:
+        found = require_witness(pub, "execute", opts.stage, plan, ctx.trust, ctx.allowed,
+                                executor=opts.executor, audit_head=head, now=ctx.now,
+                                wait=opts.wait,
+                                clock=None if opts.now else lambda: store_now(store, None))
+    if plan.quarantine == "versioning":
+        _require_versioning(store)
     cutoff, precision = _cutoff_rule(plan, store)
     run = _Resources()
+    stack.callback(run.close)
     try:
-        if not opts.dry_run:
-            state = _lock_and_reread(run, opts, plan, plan_id, bundle, store)
+        if found is not None:
+            state = _lock_and_reread(run, opts, plan, plan_id, ctx.bundle, store, pub)
             if state.state == "complete":
                 return _already_complete(plan_id, opts.stage, state)
+            consume(pub, found, executor=opts.executor, audit_head=head, now=ctx.now)
+            audit.append(store, "witness-consumed", plan_id=plan_id, principal=opts.executor,
+                         key=opts.key,
+                         details={"stage": opts.stage, "action": "execute",
+                                  "challenge": found.challenge, "witness": found.witness})
         else:
             # A dry run takes no lock: it gets a private scratch and removes only that.
-            os.makedirs(bundle.journal_dir, exist_ok=True)
-            run.scratch = run.private_scratch = tempfile.mkdtemp(prefix=".scratch-dry-run-",
-                                                                 dir=bundle.journal_dir)
-        rec = run.rec = _reconciler(opts, plan, store, plan_taken, run.scratch)
-        result = _run_stage(opts, bundle, plan_id, mode, store, rec, run.lock, state,
-                            cutoff=cutoff, precision=precision)
+            os.makedirs(ctx.bundle.journal_dir, exist_ok=True)
+            run.scratch = run.private_scratch = tempfile.mkdtemp(
+                prefix=".scratch-dry-run-", dir=ctx.bundle.journal_dir)
+        rec = run.rec = _reconciler(source, plan, store, plan.inputs.snapshot.taken_at.time,
+                                    run.scratch, opts)
+        return _run_stage(opts, ctx, rec, run.lock, state, cutoff=cutoff,
+                          precision=precision)
     except ReconciliationHalt as exc:
         if not opts.dry_run:
-            audit.append(store, "halt", plan_id=plan_id, principal=opts.executor,
-                         details={"stage": opts.stage, "reason": exc.message[:2000]})
+            entry = audit.append(store, "halt", plan_id=plan_id, principal=opts.executor,
+                                 key=opts.key,
+                                 details={"stage": opts.stage, "reason": exc.message[:2000]})
+            pub.write_stage_record(opts.stage, "halted", stage_doc(
+                plan_id, opts.stage, "halted", executor=opts.executor,
+                audit_head=audit.head_of(entry), now=datetime.now(UTC),
+                reason=exc.message[:2000]))
         raise
-    else:
-        return result
-    finally:
-        run.close()
-
-
-def _authorize(opts: ExecuteOptions, now: datetime
-               ) -> tuple[Plan, str, PlanBundle, StageState]:
-    """Verify the plan (I6 -> 3, I7 -> 4) and its manifest; unless this is a dry run or
-    the stage is already complete, check presence (I8) and sign as the executor."""
-    from cleanup.core.names import I8
-    from cleanup.signoff import check_presence, require_verified
-
-    rep = require_verified(opts.plan_dir, opts.allowed_signers, now)
-    bundle = rep.bundle or PlanBundle.open(opts.plan_dir)
-    bundle.check_manifest()
-    done_state = stage_state(opts.plan_dir, opts.stage)
-    if not opts.dry_run and done_state.state != "complete":
-        presence, _w = check_presence(opts.plan_dir, opts.stage, opts.executor,
-                                      opts.allowed_signers, now)
-        if not presence.ok:
-            raise SignoffError(f"{I8}: {presence.detail}", hint=presence.hint)
-        _sign_executor(opts, rep.plan_id, now)
-    return rep.plan, rep.plan_id, bundle, done_state
 
 
 @dataclass
@@ -286,7 +382,7 @@ class _Resources:
 
 
 def _lock_and_reread(run: _Resources, opts: ExecuteOptions, plan: Plan, plan_id: str,
-                     bundle: PlanBundle, store: Store) -> StageState:
+                     bundle: PlanBundle, store: Store, pub: Published) -> StageState:
     """Take the store lock (I12), clear the shared scratch and read the stage again."""
     from cleanup.lock import Lock
 
@@ -294,36 +390,41 @@ def _lock_and_reread(run: _Resources, opts: ExecuteOptions, plan: Plan, plan_id:
         store, executor=opts.executor, plan_id=plan_id, break_lock=opts.break_lock,
         unsafe_store=plan.unsafe_store_without_conditional_writes)
     if broken is not None:
-        audit.append(store, "lock-broken", plan_id=plan_id, principal=opts.executor,
+        audit.append(store, "lock-broken", plan_id=plan_id, principal=opts.executor, key=opts.key,
                      details={"previous": broken})
     # Only now, holding the store lock, is the shared scratch ours to clear: what is
     # in it was left by a killed run, never by a running one (that would hold the
-    # lock). The journal, too, is read again: it may have moved on while we waited.
+    # lock). The stage records, too, are read again: they may have moved on.
     run.scratch = bundle.scratch_dir
     shutil.rmtree(run.scratch, ignore_errors=True)
-    state = stage_state(opts.plan_dir, opts.stage)
+    state = store_stage_state(pub, opts.stage)
     _refuse_halted(state, opts)
     return state
 
 
-def _reconciler(opts: ExecuteOptions, plan: Plan, store: Store, plan_taken: datetime,
-                scratch: str | None) -> Reconciler:
+def _reconciler(source: str, plan: Plan, store: Store, plan_taken: datetime,
+                scratch: str | None, opts: ExecuteOptions) -> Reconciler:
     from cleanup.reconcile import Reconciler
 
-    return Reconciler(opts.reconcile_with, parse_store(plan.store), plan_taken,
-                      query=opts.reconcile_query, max_age=opts.reconcile_max_age,
-                      workdir=scratch, encoding=plan.references.encoding,
-                      base=plan.references.base,
-                      exists=lambda ks: store.current(list(ks)).keys())
+    return Reconciler(source, parse_store(plan.store), plan_taken,
+                      query=plan.reconcile.query if plan.reconcile else None,
+                      max_age=opts.reconcile_max_age, workdir=scratch,
+                      encoding=plan.references.encoding, base=plan.references.base,
+                      exists=lambda ks: store.current(list(ks)).keys(), refuse_claimed=True)
 
 
-def _run_stage(opts: ExecuteOptions, bundle: PlanBundle, plan_id: str, mode: str,
-               store: Store, rec: Reconciler, lock: Lock | None, state: StageState, *,
-               cutoff: datetime, precision: timedelta) -> ExecuteResult:
-    """Audit and journal the stage around its batches; the health gate before the first."""
+def _run_stage(opts: ExecuteOptions, ctx: _Context, rec: Reconciler, lock: Lock | None,
+               state: StageState, *, cutoff: datetime, precision: timedelta) -> ExecuteResult:
+    """Audit, journal and record the stage around its batches; the health gate first."""
+    bundle, plan_id, store, pub = ctx.bundle, ctx.plan_id, ctx.store, ctx.pub
     if not opts.dry_run:
-        audit.append(store, "stage-start", plan_id=plan_id, principal=opts.executor,
-                     details={"stage": opts.stage, "resume": state.batches_done > 0})
+        entry = audit.append(store, "stage-start", plan_id=plan_id, principal=opts.executor,
+                             key=opts.key,
+                             details={"stage": opts.stage, "resume": state.batches_done > 0})
+        if pub.stage_record(opts.stage, "started") is None:
+            pub.write_stage_record(opts.stage, "started", stage_doc(
+                plan_id, opts.stage, "started", executor=opts.executor,
+                audit_head=audit.head_of(entry), now=ctx.now))
     journal = Journal(bundle.journal_path(opts.stage, opts.dry_run))
     if opts.dry_run and os.path.exists(journal.path):
         os.unlink(journal.path)
@@ -331,20 +432,25 @@ def _run_stage(opts: ExecuteOptions, bundle: PlanBundle, plan_id: str, mode: str
         health_gate(opts, bundle, store, rec, journal, plan_id)
     journal.write("stage-start", executor=opts.executor, plan_id=plan_id,
                   batch_size=opts.batch_size, dry_run=opts.dry_run)
-    result = _run_batches(opts, bundle, mode, store, rec, journal, state.done_batches, lock,
-                          cutoff=cutoff, precision=precision)
+    result = _run_batches(opts, bundle, ctx.plan.quarantine, store, rec, journal,
+                          state.done_batches, lock, pub, cutoff=cutoff, precision=precision)
     journal.write("stage-complete", moved=result.moved, skipped=result.skipped)
     if not opts.dry_run:
-        audit.append(store, "stage-end", plan_id=plan_id, principal=opts.executor,
-                     details=result.to_json())
+        entry = audit.append(store, "stage-end", plan_id=plan_id, principal=opts.executor,
+                             key=opts.key,
+                             details=result.to_json())
+        pub.write_stage_record(opts.stage, "finished", stage_doc(
+            plan_id, opts.stage, "finished", executor=opts.executor,
+            audit_head=audit.head_of(entry), now=datetime.now(UTC), moved=result.moved,
+            moved_bytes=result.moved_bytes, skipped=result.skipped))
     return result
 
 
 def _refuse_halted(state: StageState, opts: ExecuteOptions) -> None:
     if state.state == "halted" and not opts.dry_run:
-        raise InvariantViolation(I9, f"stage {opts.stage} was halted by "
-                                                 "reconciliation; it stays halted",
-                                 hint="make a new plan from fresh inputs")
+        raise InvariantViolation(I9, f"stage {opts.stage} was halted by reconciliation "
+                                     "(store record); a halt is lifted only by a new signed "
+                                     "plan", hint="make a new plan from fresh inputs")
 
 
 def _already_complete(plan_id: str, stage: int, state: StageState) -> ExecuteResult:
@@ -363,16 +469,19 @@ def _cutoff_rule(plan: Plan, store: Store) -> tuple[datetime, timedelta]:
 
 def _run_batches(opts: ExecuteOptions, bundle: PlanBundle, mode: str, store: Store,
                  rec: Reconciler, journal: Journal, done: dict[int, dict[str, Any]],
-                 lock: Lock | None, *, cutoff: datetime, precision: timedelta) -> ExecuteResult:
-    """The stage's batches in order: journaled ones are counted from the journal, the
-    others run. Rows come from the bundle's verified private copy of the manifest (the
-    bytes that were checked are the bytes used). A dry run sees the store through
-    :class:`DryRunStore` (nothing is touched) and looks at every batch again."""
+                 lock: Lock | None, pub: Published, *, cutoff: datetime,
+                 precision: timedelta) -> ExecuteResult:
+    """The stage's batches in order: those the store's batch records show done are
+    counted from them, the others run. Rows come from the bundle's verified private copy
+    of the manifest (the bytes that were checked are the bytes used). A dry run sees the
+    store through :class:`DryRunStore` (nothing is touched) and looks at every batch
+    again."""
     plan_id = bundle.plan_id
     if opts.dry_run:
         store, done = DryRunStore(store), {}
     runner = _BatchRunner(opts, plan_id, mode, store, rec, journal, cutoff, precision,
-                          _versioned(store) if mode == "versioning" else None)
+                          _versioned(store) if mode == "versioning" else None,
+                          None if opts.dry_run else pub)
     res = ExecuteResult(plan_id, opts.stage, opts.dry_run)
     totals: Counter[str] = Counter()
     for b, batch in enumerate(bundle.iter_stage(opts.stage, opts.batch_size)):
@@ -417,6 +526,7 @@ class _BatchRunner:
     cutoff: datetime
     precision: timedelta
     versioned: VersionedStore | None  # the store's capability, in versioning mode
+    pub: Published | None  # where batch records go (None: a dry run records nothing)
 
     def run(self, b: int, batch: list[ObjectInfo], digest: str) -> tuple[int, int, Counter[str]]:
         """(objects removed, their bytes, skip reasons) of batch ``b``."""
@@ -436,6 +546,16 @@ class _BatchRunner:
             if err is not None:
                 skipped[err if err in ("changed", "missing") else "error"] += 1
         moved_bytes = sum(sizes[k] for k in moved)
+        if self.pub is not None:
+            # The store's record of what this batch removed, and where to: restore and
+            # purge touch only these (I11), the stage gate and resume count them (I10).
+            removed = {k: markers.get(k) or quarantine_key(self.plan_id, k) for k in moved}
+            self.pub.create_doc(("stages", str(self.opts.stage), "batches", f"{b:08d}.json"),
+                                {"type": "cleanup-batch-record", "plan_id": self.plan_id,
+                                 "stage": self.opts.stage, "batch": b, "digest": digest,
+                                 "mode": self.mode, "moved": len(moved),
+                                 "moved_bytes": moved_bytes, "skipped": dict(skipped),
+                                 "removed": removed})
         self.journal.write("batch-done", batch=b, digest=digest, moved=len(moved),
                            moved_bytes=moved_bytes, skipped=dict(skipped), markers=markers,
                            errors={k: e for k, e in outcome.items()
@@ -500,102 +620,135 @@ class _BatchRunner:
         return self.store.quarantine(self.plan_id, objs), {}
 
 
+def _recorded_keys(pub: Published, bundle: PlanBundle, stage: int,
+                   key: str | None) -> dict[str, str]:
+    """I11: the keys the store's batch records show this stage removed, that are also
+    rows of the stage in the signed manifest and confined store paths (a record naming
+    anything else is ignored): key -> delete-marker version, or its quarantine key."""
+    from cleanup.core.paths import unsafe_key_reason
+
+    kind = parse_store(bundle.plan.store).kind
+    recorded = pub.quarantined(stage)
+    planned = {o.key for batch in bundle.iter_stage(stage, 1000) for o in batch
+               if o.key in recorded}
+    return {k: v for k, v in recorded.items()
+            if k in planned and (key is None or k == key)
+            and unsafe_key_reason(k, kind=kind) is None}
+
+
 def restore(plan_dir: str, *, stage: int | None = None, key: str | None = None,
-            endpoint_url: str | None = None, region: str | None = None) -> dict[str, int]:
-    """Bring quarantined objects back; never overwrite an object written since."""
-    bundle = PlanBundle.open(plan_dir)
-    plan, plan_id = bundle.plan, bundle.plan_id
-    bundle.check_manifest()
-    store = open_plan_store(plan, endpoint_url, region)
-    counts: Counter[str] = Counter()
-    stages = [stage] if stage is not None else [s.stage for s in plan.stages]
-    for st in stages:
-        if plan.quarantine == "versioning":
-            stage_counts = _restore_markers(plan_dir, st, key, store)
-        else:
-            stage_counts = _restore_copies(bundle, plan_id, st, key, store)
-        if stage_counts.get("restored"):
-            Journal(bundle.journal_path(st)).write("restored", key=key,
-                                                   counts=dict(stage_counts))
-        counts.update(stage_counts)
-    audit.append(store, "restore", plan_id=plan_id,
-                 details={"stage": stage, "key": key, "counts": dict(counts)})
-    return dict(counts)
+            endpoint_url: str | None = None, region: str | None = None,
+            principal: str | None = None) -> dict[str, int]:
+    """Bring quarantined objects back; never overwrite an object written since. Only
+    keys the store's stage records show removed are touched (I11). Restoring needs no
+    second person: it is the way back, and must not wait in an incident."""
+    with PlanBundle.open(plan_dir) as local:
+        local_plan, plan_id = local.plan, local.plan_id
+    store = open_plan_store(local_plan, endpoint_url, region)
+    pub = Published(store, plan_id)
+    bundle = PlanBundle.fetch(store, plan_id, work_root=plan_dir)
+    try:
+        plan = bundle.plan
+        bundle.check_manifest()
+        counts: Counter[str] = Counter()
+        stages = [stage] if stage is not None else [s.stage for s in plan.stages]
+        for st in stages:
+            keys = _recorded_keys(pub, bundle, st, key)
+            if plan.quarantine == "versioning":
+                stage_counts = _restore_markers(keys, store)
+            else:
+                stage_counts = Counter(store.restore(plan_id, k) for k in sorted(keys))
+            if stage_counts.get("restored"):
+                Journal(bundle.journal_path(st)).write("restored", key=key,
+                                                       counts=dict(stage_counts))
+                pub.create_doc(("stages", str(st), f"restored.{os.urandom(8).hex()}.json"),
+                               {"type": "cleanup-restore-record", "plan_id": plan_id,
+                                "stage": st, "key": key, "counts": dict(stage_counts),
+                                "principal": principal})
+            counts.update(stage_counts)
+        audit.append(store, "restore", plan_id=plan_id, principal=principal,
+                     details={"stage": stage, "key": key, "counts": dict(counts)})
+        return dict(counts)
+    finally:
+        bundle.close()
 
 
-def _restore_markers(plan_dir: str, stage: int, key: str | None,
-                     store: Store) -> Counter[str]:
-    """Versioning mode: remove the delete markers the stage's journal recorded."""
+def _restore_markers(markers: dict[str, str], store: Store) -> Counter[str]:
+    """Versioning mode: remove the delete markers the stage's records name."""
     counts: Counter[str] = Counter()
-    markers = {k: m for k, m in _markers(plan_dir, stage).items() if key is None or k == key}
     if markers:
         versioned = _versioned(store)
-        for k, marker in markers.items():
+        for k, marker in sorted(markers.items()):
             counts[versioned.remove_marker(k, marker)] += 1
     return counts
 
 
-def _restore_copies(bundle: PlanBundle, plan_id: str, stage: int, key: str | None,
-                    store: Store) -> Counter[str]:
-    """Copy mode: move the stage's quarantined objects back, in manifest order."""
-    counts: Counter[str] = Counter()
-    for batch in bundle.iter_stage(stage, 1000):
-        for o in batch:
-            if key is None or o.key == key:
-                counts[store.restore(plan_id, o.key)] += 1
-    return counts
+@dataclass(frozen=True)
+class PurgeOptions:
+    plan_dir: str
+    stage: int
+    executor: str
+    key: str
+    trust_root: str | None = None
+    config: str | None = None
+    wait: float = 0.0
+    anchor: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    now: datetime | None = None  # library tests inject the store clock; the CLI never does
 
 
-def purge(plan_dir: str, *, stage: int, allowed_signers: str, executor: str,
-          endpoint_url: str | None = None, region: str | None = None,
-          now: datetime | None = None) -> int:
-    """Remove a finished stage's quarantine for good, after its retention (I11)."""
-    from cleanup.core.names import I8
-    from cleanup.signoff import check_presence, require_verified
+def purge(opts: PurgeOptions) -> int:
+    """Remove a finished stage's quarantine for good, after its retention (I11): same
+    sign-off as execution, a witness of a purge challenge (I8), retention measured from
+    the store's ``finished`` record by the store's clock (I10, I18)."""
+    with ExitStack() as stack:
+        ctx = authorize(opts.plan_dir, trust_root=opts.trust_root, config=opts.config,
+                        endpoint_url=opts.endpoint_url, region=opts.region,
+                        injected_now=opts.now, stack=stack, anchor=opts.anchor)
+        eopts = ExecuteOptions(plan_dir=opts.plan_dir, stage=opts.stage,
+                               executor=opts.executor, key=opts.key)
+        _prove_runner(eopts, ctx.trust, ctx.allowed, ctx.plan_id, ctx.now)
+        pub, store = ctx.pub, ctx.store
+        _require_retention_over(pub, opts.stage, ctx.plan.policy.retention, ctx.now)
+        head = audit.require_intact(store, referenced=referenced_heads(pub)).head_ref
+        found = require_witness(pub, "purge", opts.stage, ctx.plan, ctx.trust, ctx.allowed,
+                                executor=opts.executor, audit_head=head, now=ctx.now,
+                                wait=opts.wait,
+                                clock=None if opts.now else lambda: store_now(store, None))
+        consume(pub, found, executor=opts.executor, audit_head=head, now=ctx.now)
+        audit.append(store, "witness-consumed", plan_id=ctx.plan_id, principal=opts.executor,
+                     key=opts.key,
+                     details={"stage": opts.stage, "action": "purge",
+                              "challenge": found.challenge, "witness": found.witness})
+        keys = _recorded_keys(pub, ctx.bundle, opts.stage, None)
+        if ctx.plan.quarantine == "versioning":
+            versioned = _versioned(store) if keys else None
+            n = sum(versioned.purge_versions(k, m) for k, m in keys.items()) if versioned else 0
+        else:
+            n = store.purge(ctx.plan_id, sorted(keys))
+        Journal(ctx.bundle.journal_path(opts.stage)).write("purged", removed=n)
+        entry = audit.append(store, "purge", plan_id=ctx.plan_id, principal=opts.executor,
+                             key=opts.key,
+                             details={"stage": opts.stage, "removed": n})
+        pub.create_doc(("stages", str(opts.stage), f"purged.{entry['seq']}.json"), stage_doc(
+            ctx.plan_id, opts.stage, "purged", executor=opts.executor,
+            audit_head=audit.head_of(entry), now=ctx.now, removed=n))
+        return n
 
-    now = now or datetime.now(UTC)
-    rep = require_verified(plan_dir, allowed_signers, now)
-    bundle = rep.bundle or PlanBundle.open(plan_dir)
-    bundle.check_manifest()
-    presence, _w = check_presence(plan_dir, stage, executor, allowed_signers, now)
-    if not presence.ok:
-        raise SignoffError(f"{I8}: {presence.detail}", hint=presence.hint)
-    _require_retention_over(plan_dir, stage, rep.plan.policy.retention, now)
-    store = open_plan_store(rep.plan, endpoint_url, region)
-    if rep.plan.quarantine == "versioning":
-        markers = _markers(plan_dir, stage)
-        versioned = _versioned(store) if markers else None
-        n = sum(versioned.purge_versions(k, m) for k, m in markers.items()) if versioned else 0
-    else:
-        keys = [o.key for batch in bundle.iter_stage(stage, 1000) for o in batch]
-        n = store.purge(rep.plan_id, keys)
-    Journal(bundle.journal_path(stage)).write("purged", removed=n)
-    audit.append(store, "purge", plan_id=rep.plan_id, principal=executor,
-                 details={"stage": stage, "removed": n})
-    return n
 
-
-def _require_retention_over(plan_dir: str, stage: int, retention: timedelta,
+def _require_retention_over(pub: Published, stage: int, retention: timedelta,
                             now: datetime) -> None:
-    """I11: only a completed stage's quarantine, and only after the plan's retention."""
-    st = stage_state(plan_dir, stage)
+    """I11: only a completed stage's quarantine, and only after the plan's retention,
+    counted from the store's record of the stage's end by the store's clock."""
+    st = store_stage_state(pub, stage)
     if st.state != "complete" or st.finished_at is None:
-        raise InvariantViolation(I11, f"stage {stage} is {st.state}; only a completed stage's "
-                                      "quarantine can be purged")
+        raise InvariantViolation(I11, f"stage {stage} is {st.state} (store records); only a "
+                                      "completed stage's quarantine can be purged")
     finished = parse_time(st.finished_at)
     if now < finished + retention:
-        raise InvariantViolation(I11, f"stage {stage} finished at {format_time(finished)}; its "
-                                      f"retention of {format_duration(retention)} ends at "
+        raise InvariantViolation(I11, f"stage {stage} finished at {format_time(finished)} "
+                                      f"(store clock); its retention of "
+                                      f"{format_duration(retention)} ends at "
                                       f"{format_time(finished + retention)}",
                                  hint="quarantine is purged only after the retention")
-
-
-def _markers(plan_dir: str, stage: int) -> dict[str, str]:
-    """Delete-marker version ids recorded by a versioning-mode stage (key -> version)."""
-    from cleanup.journal import read_records
-
-    out: dict[str, str] = {}
-    for rec in read_records(PlanBundle.layout(plan_dir).journal_path(stage)):
-        if rec.get("event") == "batch-done":
-            out.update(rec.get("markers") or {})
-    return out

@@ -241,6 +241,17 @@ def _meta_uint(meta: dict[str, str], name: str, path: str, kind: str, default: i
 
 
 def check_inventory(path: str) -> InventoryFacts:
+    """:func:`check_inventory_file` for each shard of ``path`` (see :func:`input_files`);
+    shards must share one schema. Rows add up; the precision is the coarsest."""
+    files = input_files(path, "inventory")
+    facts = [check_inventory_file(f) for f in files]
+    _same_schema(files, "inventory")
+    return InventoryFacts(rows=sum(f.rows for f in facts),
+                          declared_precision=max(f.declared_precision for f in facts),
+                          column_precision=max(f.column_precision for f in facts))
+
+
+def check_inventory_file(path: str) -> InventoryFacts:
     """Refuse an inventory whose columns could make a referenced or new file a candidate.
 
     ``key`` string without NULLs or empty keys; ``size`` an integer type without
@@ -316,6 +327,14 @@ def check_inventory(path: str) -> InventoryFacts:
 
 
 def check_snapshot(path: str) -> None:
+    """:func:`check_snapshot_file` for each shard of ``path``; shards share one schema."""
+    files = input_files(path, "snapshot")
+    for f in files:
+        check_snapshot_file(f)
+    _same_schema(files, "snapshot")
+
+
+def check_snapshot_file(path: str) -> None:
     """Refuse a snapshot without a string ``key`` column or with unreadable metadata."""
     from cleanup.formats import read_meta
 
@@ -329,3 +348,100 @@ def check_snapshot(path: str) -> None:
                              or abs(int(skew)) > MAX_DURATION // timedelta(microseconds=1)):
         raise UsageError(f"{kind} {path}: metadata cleanup.metadata_skew_us={skew[:40]!r} is "
                          "not a whole number of microseconds within 100 years", hint=hint)
+
+
+# --- sharded inputs: a file, a directory or a glob of Parquet files -------------------------
+
+
+def input_files(path: str, kind: str) -> list[str]:
+    """The Parquet files an input names, sorted and absolute: a file; a directory (its
+    ``*.parquet`` files, recursively, skipping names that start with ``_`` or ``.``, as
+    Spark and Hive write ``_SUCCESS`` and ``.crc`` files); or a glob pattern (``*``,
+    ``?``, ``[``; ``**`` recurses). A name that matches no file is refused."""
+    import glob
+
+    hint = REMAKE_INVENTORY if kind == "inventory" else REMAKE_SNAPSHOT
+    if os.path.isfile(path):
+        return [os.path.abspath(path)]
+    if os.path.isdir(path):
+        found = []
+        for root, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(("_", ".")))
+            found += [os.path.join(root, n) for n in names
+                      if n.endswith(".parquet") and not n.startswith(("_", "."))]
+        if not found:
+            raise UsageError(f"{kind} {path}: a directory without *.parquet files", hint=hint)
+        return sorted(os.path.abspath(f) for f in found)
+    if glob.has_magic(path):
+        found = [f for f in glob.glob(path, recursive=True) if os.path.isfile(f)]
+        if not found:
+            raise UsageError(f"{kind} {path}: the pattern matches no file", hint=hint)
+        return sorted(os.path.abspath(f) for f in found)
+    raise UsageError(f"{kind} {path}: no such file", hint=f"make it with `cleanup {kind} ... "
+                     f"-o {path}` (or give a directory or glob of its Parquet shards)")
+
+
+def _same_schema(files: list[str], kind: str) -> None:
+    """Every shard has the first one's columns and types (metadata aside)."""
+    import pyarrow.parquet as pq
+
+    first = pq.read_schema(files[0]).remove_metadata()
+    for f in files[1:]:
+        other = pq.read_schema(f).remove_metadata()
+        if not other.equals(first):
+            raise UsageError(f"{kind} shards disagree on their columns: {f} has "
+                             f"{other.to_string(show_schema_metadata=False)!r}, {files[0]} "
+                             f"has {first.to_string(show_schema_metadata=False)!r}",
+                             hint="all shards of one input must come from one writer")
+
+
+def input_meta(path: str, kind: str) -> dict[str, str]:
+    """The ``cleanup.*`` metadata of an input. Every shard must carry the same metadata
+    (one listing or snapshot, written in parts), except ``rows``, which adds up."""
+    from cleanup.formats import read_meta
+
+    files = input_files(path, kind)
+    merged: dict[str, str] | None = None
+    rows = 0
+    for f in files:
+        meta = read_meta(f)
+        if meta.get("kind") != kind:
+            raise UsageError(f"{f} is not a cleanup {kind} file (kind={meta.get('kind')!r})",
+                             hint=f"make it with `cleanup {kind} ... -o FILE.parquet`")
+        rows += _meta_uint(meta, "rows", f, kind, 0)
+        rest = {k: v for k, v in meta.items() if k != "rows"}
+        if merged is None:
+            merged = rest
+        elif rest != merged:
+            diff = sorted(k for k in set(rest) | set(merged) if rest.get(k) != merged.get(k))
+            raise UsageError(f"{kind} shards disagree on their metadata ({', '.join(diff)}): "
+                             f"{f} and {files[0]}",
+                             hint=f"the shards of one {kind} must be written together, with "
+                                  "one set of cleanup.* metadata")
+    if merged is None or len(files) == 1:
+        return read_meta(files[0])
+    return {**merged, "rows": str(rows)}
+
+
+def input_sha256(path: str, kind: str) -> str:
+    """``sha256:<hex>`` of an input: of the file's bytes, or, for shards, of the text
+    ``<sha256 of shard>  <shard path relative to their common folder>\n`` per shard in
+    path order (what ``sha256sum`` prints, so it can be checked by hand)."""
+    import hashlib
+
+    from cleanup.core.canonical import sha256_file
+
+    files = input_files(path, kind)
+    if len(files) == 1 and os.path.isfile(path):
+        return sha256_file(files[0])
+    base = os.path.commonpath([os.path.dirname(f) for f in files])
+    lines = "".join(f"{sha256_file(f).removeprefix('sha256:')}  {os.path.relpath(f, base)}\n"
+                    for f in files)
+    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+
+
+def parquet_list_sql(files: list[str]) -> str:
+    """A DuckDB list literal of ``files`` for ``read_parquet``."""
+    from cleanup.core.paths import sql_literal
+
+    return "[" + ", ".join(sql_literal(f) for f in files) + "]"

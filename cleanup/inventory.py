@@ -116,7 +116,8 @@ class LiveListing:
         self._meta = ListingMeta(
             store=store.ref.url, listed_at=datetime.now(UTC), listed_at_clock="local",
             precision=store.precision, source="listing",
-            time_source=time_source if store.ref.kind == "local" else "s3-last-modified")
+            time_source=time_source if store.ref.kind == "local"
+            else f"{store.ref.cloud}-last-modified")
 
     def meta(self) -> ListingMeta:
         return self._meta
@@ -163,7 +164,7 @@ def read_s3_inventory(
     from cleanup.stores.s3_inventory import S3InventorySource, load_manifest
 
     ref = parse_store(store_url)
-    if ref.kind != "s3":
+    if ref.cloud != "s3":
         raise UsageError("--s3-inventory needs an s3://bucket/prefix/ store")
     client = None
     if manifest.startswith("s3://"):

@@ -12,11 +12,11 @@ import json
 import os
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from cleanup.core.timeutil import format_time
+from cleanup.model import StageState
 
 
 def journal_path(plan_dir: str, stage: int, dry_run: bool = False) -> str:
@@ -69,29 +69,6 @@ def read_records(path: str) -> Iterator[dict[str, Any]]:
                 return
             if isinstance(rec, dict):
                 yield rec
-
-
-@dataclass
-class StageState:
-    stage: int
-    state: str = "not-started"  # not-started | running | halted | complete
-    started_at: str | None = None
-    finished_at: str | None = None
-    batches_done: int = 0
-    moved: int = 0
-    moved_bytes: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    halt: dict[str, Any] | None = None
-    executor: str | None = None
-    restored: int = 0
-    done_batches: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"stage": self.stage, "state": self.state, "started_at": self.started_at,
-                "finished_at": self.finished_at, "batches_done": self.batches_done,
-                "moved": self.moved, "moved_bytes": self.moved_bytes,
-                "skipped": dict(self.skipped), "halt": self.halt, "executor": self.executor,
-                "restored": self.restored}
 
 
 def stage_state(plan_dir: str, stage: int) -> StageState:

@@ -331,6 +331,42 @@ def _opt_time(t: datetime | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class TrustInfo:
+    """The trust root a plan was made under (I17): version and digest, signed with the
+    plan by its author and approvers."""
+
+    version: int
+    digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "digest": self.digest}
+
+    @classmethod
+    def read(cls, o: _Obj) -> TrustInfo:
+        out = cls(o.whole("version"), o.text("digest"))
+        o.done()
+        return out
+
+
+@dataclass(frozen=True)
+class ReconcileInfo:
+    """Where execution reconciles each batch against live metadata (I9, I19): part of
+    the signed plan, so the runner cannot pick a friendlier source."""
+
+    source: str
+    query: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "query": self.query}
+
+    @classmethod
+    def read(cls, o: _Obj) -> ReconcileInfo:
+        out = cls(o.text("source"), o.opt_text("query"))
+        o.done()
+        return out
+
+
+@dataclass(frozen=True)
 class Plan:
     """plan.json, typed. Build it with :func:`cleanup.planner.compute_plan`."""
 
@@ -358,6 +394,8 @@ class Plan:
     clocks: Mapping[str, timedelta]
     invariants: tuple[CheckRecord, ...]
     format: str = PLAN_FORMAT
+    trust: TrustInfo | None = None
+    reconcile: ReconcileInfo | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -386,6 +424,8 @@ class Plan:
                 self.unsafe_store_without_conditional_writes,
             "clocks": {k: format_duration(v) for k, v in self.clocks.items()},
             "invariants": [c.to_json() for c in self.invariants],
+            **({"trust": self.trust.to_json()} if self.trust else {}),
+            **({"reconcile": self.reconcile.to_json()} if self.reconcile else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -433,6 +473,8 @@ class Plan:
             clocks={k: clocks.signed_duration(k) for k in list(clocks.d)},
             invariants=tuple(CheckRecord.read(_Obj(c, f"invariants[{i}]"))
                              for i, c in enumerate(o.array("invariants"))),
+            trust=TrustInfo.read(o.obj("trust")) if "trust" in o.d else None,
+            reconcile=ReconcileInfo.read(o.obj("reconcile")) if "reconcile" in o.d else None,
         )
         for part in (o, tool, inputs, scope, clocks):
             part.done()
@@ -489,3 +531,26 @@ class Witness:
 __all__ = ["PLAN_FORMAT", "CheckRecord", "Inputs", "InventoryInfo", "ManifestInfo", "Plan",
            "ReferencesInfo", "Scope", "Signature", "SnapshotInfo", "Stage", "Stamp", "Tool",
            "Witness"]
+
+
+@dataclass
+class StageState:
+    stage: int
+    state: str = "not-started"  # not-started | running | halted | complete
+    started_at: str | None = None
+    finished_at: str | None = None
+    batches_done: int = 0
+    moved: int = 0
+    moved_bytes: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    halt: dict[str, Any] | None = None
+    executor: str | None = None
+    restored: int = 0
+    done_batches: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "state": self.state, "started_at": self.started_at,
+                "finished_at": self.finished_at, "batches_done": self.batches_done,
+                "moved": self.moved, "moved_bytes": self.moved_bytes,
+                "skipped": dict(self.skipped), "halt": self.halt, "executor": self.executor,
+                "restored": self.restored}

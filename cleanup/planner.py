@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +38,7 @@ from cleanup.core.timeutil import (
     parse_time,
 )
 from cleanup.errors import InvariantViolation, UsageError
-from cleanup.formats import read_meta
-from cleanup.inputs import check_inventory, check_snapshot
+from cleanup.inputs import check_inventory, check_snapshot, input_meta, input_sha256
 from cleanup.model import (
     PLAN_FORMAT,
     CheckRecord,
@@ -47,6 +46,7 @@ from cleanup.model import (
     InventoryInfo,
     ManifestInfo,
     Plan,
+    ReconcileInfo,
     ReferencesInfo,
     Scope,
     Signature,
@@ -54,10 +54,11 @@ from cleanup.model import (
     Stage,
     Stamp,
     Tool,
+    TrustInfo,
 )
 
 if TYPE_CHECKING:
-    from cleanup.engine import Engine, EngineResult
+    from cleanup.engine import EngineResult, PlanEngine
 
 QUARANTINE_MODES = ("copy", "versioning", "none")
 
@@ -85,9 +86,19 @@ class PlanOptions:
     sentinels: tuple[str, ...] = ()
     memory_limit: str = "1GB"
     threads: int | None = None
+    engine: str = "duckdb"  # or "spark" (cleanup.engine.ENGINES)
+    spark_master: str | None = None
+    spark_conf: tuple[str, ...] = ()  # k=v
     unsafe_store_without_conditional_writes: bool = False
     foreign_refs_ok: tuple[str, ...] = ()
     accept_near_misses: bool = False
+    #: the live metadata execution reconciles against (I9), signed with the plan (I19)
+    reconcile_with: str | None = None
+    reconcile_query: str | None = None
+    #: the pinned trust root (I17): option, else CLEANUP_TRUST_ROOT, else config
+    trust_root: str | None = None
+    config: str | None = None
+    trust: TrustInfo | None = None  # resolved by make_plan from the store's chain
     now: datetime | None = None  # tests only: the CLI always uses the real clock
 
 
@@ -124,14 +135,8 @@ class Facts:
 
 
 def _input_facts(path: str, kind: str) -> dict[str, str]:
-    if not os.path.isfile(path):
-        raise UsageError(f"{kind} {path}: no such file",
-                         hint=f"make it with `cleanup {kind} ... -o {path}`")
-    meta = read_meta(path)
-    if meta.get("kind") != kind:
-        raise UsageError(f"{path} is not a cleanup {kind} file (kind={meta.get('kind')!r})",
-                         hint=f"make it with `cleanup {kind} ... -o FILE.parquet`")
-    return meta
+    """An input's metadata: a file, or a directory or glob of shards (cleanup.inputs)."""
+    return input_meta(path, kind)
 
 
 def _check_store_matches(ref: StoreRef, inv_meta: dict[str, str]) -> None:
@@ -199,19 +204,51 @@ def make_plan(opts: PlanOptions) -> PlanResult:
     try:
         store = open_store(parse_store(opts.store), endpoint_url=opts.endpoint_url,
                            region=opts.region)
+        opts = replace(opts, trust=_trust_info(opts, store))
         res = _make_plan(opts, store)
     except InvariantViolation as exc:
-        warning = audit.try_append(store, "plan-refused", principal=opts.author,
+        warning = audit.try_append(store, "plan-refused", principal=opts.author, key=opts.key,
                                    details={"invariant": exc.invariant, "detail": exc.detail,
                                             "out": os.path.abspath(opts.out)})
         if warning:
             exc.message += f" ({warning})"
         raise
-    audit.append(store, "plan-created", plan_id=res.plan_id, principal=opts.author,
+    audit.append(store, "plan-created", plan_id=res.plan_id, principal=opts.author, key=opts.key,
                  details={"plan_dir": res.path, "objects": res.plan.manifest.objects,
                           "bytes": res.plan.manifest.bytes,
                           "cutoff": format_time(res.plan.cutoff.time)})
+    from cleanup.published import Published
+
+    # The store holds the plan (I10): reviewers fetch it by plan id, execution reads it
+    # from there; the local directory is a cache.
+    Published(store, res.plan_id).publish_dir(res.path)
     return res
+
+
+def _trust_info(opts: PlanOptions, store: Any) -> TrustInfo | None:
+    """The verified trust root the plan is made under (I17), if one is pinned; its floors
+    bound the plan's policy. Without a pin the plan can be reviewed but not executed."""
+    from cleanup import trust
+    from cleanup.core.names import I17
+    from cleanup.core.trust import loosened
+    from cleanup.errors import SignoffError
+
+    try:
+        pin = trust.resolve_pin(opts.trust_root, opts.config)
+    except SignoffError:
+        return None
+    root = trust.verify_chain(store, pin)
+    p = opts.policy
+    problems = loosened(root.root.floors, min_approvals=p.min_approvals,
+                        buffer=opts.buffer or p.min_buffer, hold=opts.hold or p.min_hold,
+                        retention=p.retention, approval_ttl=p.approval_ttl,
+                        witness_ttl=p.witness_ttl, max_clock_skew=p.max_clock_skew)
+    if problems:
+        raise InvariantViolation(I17, "the plan would be looser than the trust root's floors: "
+                                      + "; ".join(problems),
+                                 hint="stay within the floors; only the principals can lower "
+                                      "them, in a new trust root version")
+    return TrustInfo(root.version, root.digest)
 
 
 def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
@@ -225,11 +262,12 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
         layout = PlanBundle.layout(os.path.join(work, "bundle"))
         res, per_stage, checks = _run_engine(opts, facts, work, layout)
         inputs = Inputs(
-            InventoryInfo(os.path.abspath(opts.inventory), sha256_file(opts.inventory),
+            InventoryInfo(os.path.abspath(opts.inventory),
+                          input_sha256(opts.inventory, "inventory"),
                           facts.inv_meta.get("source"), int(facts.inv_meta.get("rows", "0")),
                           Stamp(facts.listed_at, facts.inv_meta.get("listed_at_clock", "local")),
                           facts.precision, facts.inv_meta.get("time_source", "unknown")),
-            SnapshotInfo(os.path.abspath(opts.snapshot), sha256_file(opts.snapshot),
+            SnapshotInfo(os.path.abspath(opts.snapshot), input_sha256(opts.snapshot, "snapshot"),
                          facts.snap_meta.get("source"), facts.snapshot_rows,
                          facts.snap_meta.get("digest"),
                          Stamp(facts.taken_at, facts.snap_meta.get("taken_at_clock", "claimed"))))
@@ -257,8 +295,9 @@ def _check_options(opts: PlanOptions) -> str:
                          hint="a plan is immutable: write a new plan to a new directory")
     if not os.path.exists(opts.key):
         raise UsageError(f"--key {opts.key} does not exist")
-    if opts.quarantine == "versioning" and parse_store(opts.store).kind != "s3":
-        raise UsageError("--quarantine versioning needs an S3 store with versioning Enabled")
+    if opts.quarantine == "versioning" and parse_store(opts.store).cloud not in ("s3", "gcs"):
+        raise UsageError("--quarantine versioning needs an S3 or GCS store with versioning "
+                         "enabled (Azure: use --quarantine copy)")
     return out
 
 
@@ -303,9 +342,11 @@ def _read_facts(opts: PlanOptions, store: Any, now: datetime) -> Facts:
 def _run_engine(opts: PlanOptions, facts: Facts, work: str, layout: BundleLayout,
                 ) -> tuple[EngineResult, list[dict[str, Any]], list[inv.Check]]:
     """Run the anti-join, check its result (I2, I4, I5, I11, I16), write the manifest."""
-    from cleanup.engine import Engine, EngineInput
+    from cleanup.engine import EngineInput
+    from cleanup.engines import open_engine
+    from cleanup.sources.tables import decode_roots
 
-    engine = Engine(EngineInput(
+    engine = open_engine(EngineInput(
         inventory=os.path.abspath(opts.inventory), snapshot=os.path.abspath(opts.snapshot),
         store=facts.ref, cutoff=facts.cutoff, precision=facts.precision,
         tenant_pattern=opts.tenant_pattern,
@@ -314,7 +355,9 @@ def _run_engine(opts: PlanOptions, facts: Facts, work: str, layout: BundleLayout
         temp_dir=os.path.join(work, ".spill"),
         ref_encoding=facts.snap_meta.get("ref_encoding", "literal"),
         ref_base=facts.snap_meta.get("ref_base") or None,
-        foreign_ok=tuple(parse_store(s) for s in opts.foreign_refs_ok)))
+        foreign_ok=tuple(parse_store(s) for s in opts.foreign_refs_ok), engine=opts.engine,
+        spark_master=opts.spark_master, spark_conf=opts.spark_conf,
+        table_roots=decode_roots(facts.snap_meta.get("table_roots"))))
     try:
         res = engine.compute()
         checks = [*facts.checks, *check_result(opts, facts, engine, res)]
@@ -328,7 +371,7 @@ def _run_engine(opts: PlanOptions, facts: Facts, work: str, layout: BundleLayout
     return res, per_stage, checks
 
 
-def check_result(opts: PlanOptions, facts: Facts, engine: Engine,
+def check_result(opts: PlanOptions, facts: Facts, engine: PlanEngine,
                  res: EngineResult) -> list[inv.Check]:
     """The checks of the engine's result: key lengths, I2, I4, I5 and I16."""
     policy = facts.policy
@@ -351,6 +394,10 @@ def check_result(opts: PlanOptions, facts: Facts, engine: Engine,
         inv.check_blast_radius(candidates=res.candidates, candidate_bytes=res.candidate_bytes,
                                scope_objects=res.scope_objects, scope_bytes=res.scope_bytes,
                                max_fraction=policy.max_delete_fraction),
+        inv.check_table_metadata(declared_roots=res.table_roots,
+                                 uncovered_roots=res.uncovered_table_roots,
+                                 uncovered_examples=res.uncovered_table_examples,
+                                 protected=res.table_protected, per_table=res.per_table),
     ]
     if facts.sentinels:
         checks.append(inv.check_sentinels(
@@ -386,6 +433,9 @@ def compute_plan(opts: PlanOptions, facts: Facts, res: EngineResult,
         clocks=dict(facts.skews),
         invariants=tuple(CheckRecord(c.invariant, c.ok, c.detail, dict(c.facts))
                          for c in checks),
+        trust=opts.trust,
+        reconcile=ReconcileInfo(opts.reconcile_with, opts.reconcile_query)
+        if opts.reconcile_with else None,
     )
 
 

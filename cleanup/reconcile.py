@@ -32,7 +32,8 @@ class Reconciler:
                  query: str | None = None, max_age: timedelta = timedelta(minutes=5),
                  workdir: str | None = None, encoding: str | None = None,
                  base: str | None = None,
-                 exists: Callable[[Sequence[str]], Collection[str]] | None = None) -> None:
+                 exists: Callable[[Sequence[str]], Collection[str]] | None = None,
+                 refuse_claimed: bool = False) -> None:
         """``workdir``: where re-read snapshots go (the plan's journal dir, so that a
         killed execution leaves nothing outside the plan). ``encoding``/``base``: how
         the live source spells references (default: as its snapshot file declares).
@@ -42,6 +43,7 @@ class Reconciler:
         import duckdb
 
         self.source, self.query, self.store = source, query, store
+        self.refuse_claimed = refuse_claimed
         self.encoding, self.base, self.exists = encoding, base, exists
         self.plan_taken_at, self.max_age = plan_taken_at, max_age
         if workdir:
@@ -62,6 +64,12 @@ class Reconciler:
 
         lower = self.source.lower()
         if lower.endswith((".parquet", ".pq")) and read_meta(self.source).get("kind") == "snapshot":
+            if self.refuse_claimed and read_meta(self.source).get("taken_at_clock") == "claimed":
+                raise InvariantViolation(
+                    I9, f"the reconcile source {self.source} has a claimed taken_at (a key "
+                        "list with --taken-at), not one read from a clock",
+                    hint="reconcile against the metadata database itself, or a snapshot "
+                         "`cleanup snapshot` read from it")
             self.static = True
             return self.source
         if lower.endswith((".parquet", ".pq", ".csv", ".csv.gz", ".tsv", ".txt")):

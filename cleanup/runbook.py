@@ -389,6 +389,9 @@ def validate_invocation(args: Sequence[str], root: click.Command,
         while True:
             probe = click.Context(cmd, info_name=name, parent=parent, **cmd.context_settings)
             head = rest[:rest.index("--")] if "--" in rest else rest
+            if isinstance(cmd, click.Group):  # a group's own options precede its subcommand
+                head = head[:next((i for i, w in enumerate(head) if w in cmd.commands),
+                                  len(head))]
             eager = sorted(_eager_words(cmd, probe) & set(head))
             if eager:
                 return path, (f"`{eager[0]}` prints and exits instead of doing a step: "

@@ -8,28 +8,27 @@ JSON), and our own code checks the approval's age against the policy.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cleanup.bundle import PlanBundle, sig_path
 from cleanup.core import signoff as so
 from cleanup.core.canonical import canonical_json, sha256_file
 from cleanup.core.invariants import Check
-from cleanup.core.names import I6, I7
-from cleanup.core.timeutil import parse_time
+from cleanup.core.names import I6
 from cleanup.errors import InvariantViolation, SignoffError, UsageError
 from cleanup.model import Plan
 from cleanup.model import Signature as SignatureDoc
-from cleanup.model import Witness as WitnessDoc
-from cleanup.signing import NS_PLAN, NS_WITNESS, sign_file, ssh_keygen
+from cleanup.signing import NS_PLAN, load_signature, read_doc, sign_file
+
+if TYPE_CHECKING:
+    from cleanup.stores.base import Store
+    from cleanup.trust import VerifiedRoot
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
-_FPR_RE = re.compile(r"key (SHA256:\S+)")
 
 
 def _check_name(name: str) -> str:
@@ -64,7 +63,7 @@ def integrity(bundle: PlanBundle) -> Check:
     present inputs match their digests."""
     plan_id = bundle.plan_id
     problems = []
-    signed = _read_doc(bundle.author_json).get("plan_id")
+    signed = read_doc(bundle.author_json).get("plan_id")
     if signed is not None and signed != plan_id:
         problems.append(f"plan.json changed since the author signed it (signed plan "
                         f"{str(signed)[:16]}..., plan.json now hashes to {plan_id[:16]}...)")
@@ -95,95 +94,6 @@ def check_integrity(plan_dir: str) -> tuple[Plan, str, Check]:
         return bundle.plan, bundle.plan_id, integrity(bundle)
 
 
-def _ssh_time(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y%m%d%H%M%SZ")
-
-
-def ssh_verify(doc_path: str, sig_path: str, allowed: str, principal: str, namespace: str,
-               at: datetime | None) -> tuple[str, str | None, str]:
-    """Ask ssh-keygen; return (state, key fingerprint, detail)."""
-    args = [ssh_keygen(), "-Y", "verify", "-f", allowed, "-I", principal, "-n", namespace,
-            "-s", sig_path]
-    if at is not None:
-        args += ["-O", f"verify-time={_ssh_time(at)}"]
-    with open(doc_path, "rb") as fh:
-        p = subprocess.run(args, stdin=fh, capture_output=True, text=True, timeout=60,
-                           check=False)
-    text = (p.stdout + p.stderr).strip()
-    probe = text.replace(allowed, "")  # its path is in the messages: do not match on it
-    fpr = _FPR_RE.search(p.stdout)
-    if p.returncode == 0:
-        return so.VALID, fpr.group(1) if fpr else None, "ok"
-    last = [ln for ln in p.stderr.splitlines() if ln.strip() and "Could not verify" not in ln]
-    detail = last[-1].strip() if last else text
-    if "namespace" in probe:
-        state = "wrong-namespace"
-    elif "has expired" in probe:
-        state = "key-expired"
-    elif "not yet valid" in probe:
-        state = "key-not-yet-valid"
-    elif "incorrect signature" in probe:
-        state = "bad-signature"
-    elif "parse signature" in probe or "sshsig_armor" in probe:
-        state = "malformed"
-    else:
-        # No principal in allowed_signers matched the key. OpenSSH 9.x says only
-        # "Could not verify signature." here (older ones: "No principal matched").
-        owners = _find_principals(sig_path, allowed)
-        if owners:
-            state, detail = "signer-mismatch", (f"the key belongs to {', '.join(owners)}, "
-                                                f"not {principal}")
-        else:
-            state, detail = "unknown-key", (f"the signing key is not listed for {principal} "
-                                            f"in {allowed}")
-    return state, None, detail
-
-
-def _find_principals(sig_path: str, allowed: str) -> list[str]:
-    p = subprocess.run([ssh_keygen(), "-Y", "find-principals", "-s", sig_path, "-f", allowed],
-                       capture_output=True, text=True, timeout=60, check=False,
-                       stdin=subprocess.DEVNULL)
-    return [ln.strip() for ln in p.stdout.splitlines() if ln.strip()] if p.returncode == 0 else []
-
-
-def _read_doc(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            doc = json.loads(fh.read())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def _parse_time_or_none(v: Any) -> datetime | None:
-    try:
-        return parse_time(str(v)) if v else None
-    except UsageError:
-        return None
-
-
-def load_signature(doc_path: str, sig_path: str, allowed: str, role: str, namespace: str,
-                   expect_signer: str | None = None) -> so.Signature:
-    """Read a signed JSON and ask ssh-keygen about its signature."""
-    doc = _read_doc(doc_path)
-    signer = str(doc.get("signer", ""))
-    signed_at = _parse_time_or_none(doc.get("signed_at") or doc.get("time"))
-    stage = doc.get("stage") if isinstance(doc.get("stage"), int) else None
-    base = so.Signature(path=doc_path, role=role, signer=signer,
-                        plan_id=str(doc.get("plan_id", "")), signed_at=signed_at,
-                        crypto="malformed", comment=str(doc.get("comment", "")), stage=stage)
-    if not doc or not signer or doc.get("role") != role:
-        return replace(base, crypto="malformed",
-                          detail=f"{os.path.basename(doc_path)} is not a {role} document")
-    if expect_signer is not None and signer != expect_signer:
-        return replace(base, crypto="malformed",
-                          detail=f"file is named for {expect_signer} but signed by {signer}")
-    if not os.path.isfile(sig_path):
-        return replace(base, crypto="malformed", detail=f"{sig_path} is missing")
-    state, fpr, detail = ssh_verify(doc_path, sig_path, allowed, signer, namespace, signed_at)
-    return replace(base, crypto=state, fingerprint=fpr, detail=detail)
-
-
 @dataclass(frozen=True)
 class VerifyReport:
     plan_id: str
@@ -211,8 +121,12 @@ def verify_plan(plan_dir: str, allowed: str, now: datetime | None = None) -> Ver
     return verify_bundle(open_for_integrity(plan_dir), allowed, now)
 
 
-def verify_bundle(bundle: PlanBundle, allowed: str, now: datetime | None = None) -> VerifyReport:
-    """:func:`verify_plan` of an opened bundle."""
+def verify_bundle(bundle: PlanBundle, allowed: str, now: datetime | None = None,
+                  trust: VerifiedRoot | None = None) -> VerifyReport:
+    """:func:`verify_plan` of an opened bundle. With ``trust`` (a bundle read from the
+    store, ``allowed`` written from the verified root): roles come from the root,
+    approvals count from the store's record time (I18), and the plan's policy may not be
+    looser than the root's floors (I17)."""
     _check_allowed(allowed)
     now = now or datetime.now(UTC)
     plan, plan_id = bundle.plan, bundle.plan_id
@@ -220,30 +134,67 @@ def verify_bundle(bundle: PlanBundle, allowed: str, now: datetime | None = None)
     policy = plan.policy
     author_name = plan.author
     author = None
+    created = plan.created_at.time if trust is not None else None
     if os.path.exists(bundle.author_json):
         raw = load_signature(bundle.author_json, bundle.author_sig, allowed, "author", NS_PLAN,
                              expect_signer=author_name)
         author = so.classify(raw, plan_id=plan_id, author=author_name, author_fingerprint=None,
-                             now=now, ttl=policy.approval_ttl, max_skew=policy.max_clock_skew)
+                             now=now, ttl=policy.approval_ttl, max_skew=policy.max_clock_skew,
+                             has_role=trust is None or trust.has_role(author_name, "author"))
     author_fpr = author.fingerprint if author and author.state == so.VALID else None
     approvals = []
     for name, doc_path in bundle.approvals():
+        recorded = bundle.record_times.get(doc_path) if trust is not None else None
         raw = load_signature(doc_path, sig_path(doc_path), allowed, "approver", NS_PLAN,
-                             expect_signer=name)
-        approvals.append(so.classify(raw, plan_id=plan_id, author=author_name,
-                                     author_fingerprint=author_fpr, now=now,
-                                     ttl=policy.approval_ttl, max_skew=policy.max_clock_skew))
-    i7 = so.two_person(author, approvals, policy.min_approvals)
+                             expect_signer=name, recorded_at=recorded)
+        approvals.append(so.classify(
+            raw, plan_id=plan_id, author=author_name, author_fingerprint=author_fpr, now=now,
+            ttl=policy.approval_ttl, max_skew=policy.max_clock_skew,
+            store_time=trust is not None, plan_created=created,
+            has_role=trust is None or trust.has_role(name, "approver")))
+    need = max(1, policy.min_approvals)
+    if trust is not None:
+        need = max(need, trust.root.floors.min_approvals)
+    i7 = so.two_person(author, approvals, need)
+    if trust is not None and i7.ok:
+        i7 = _within_floors(plan, trust) or i7
     return VerifyReport(plan_id, plan, check, author, approvals, i7, bundle)
+
+
+def _within_floors(plan: Plan, trust: VerifiedRoot) -> Check | None:
+    """I17: the plan was made under this chain, and no value is looser than its floors."""
+    from cleanup.core.names import I17
+    from cleanup.core.trust import loosened
+
+    if plan.trust is None or plan.trust.digest not in trust.history:
+        return Check(I17, False, "the plan names no trust root of this chain "
+                                 f"({plan.trust.digest if plan.trust else 'none recorded'})",
+                     {}, hint="make the plan with the pinned trust root (--trust-root or "
+                              "trust_root in cleanup.toml)")
+    p = plan.policy
+    problems = loosened(trust.root.floors, min_approvals=p.min_approvals, buffer=plan.buffer,
+                        hold=plan.hold, retention=p.retention, approval_ttl=p.approval_ttl,
+                        witness_ttl=p.witness_ttl, max_clock_skew=p.max_clock_skew)
+    if problems:
+        return Check(I17, False, "the plan is looser than the trust root's floors: "
+                                 + "; ".join(problems), {},
+                     hint="re-plan within the floors, or the principals raise them in a new "
+                          "trust root version")
+    return None
 
 
 def require_verified(plan_dir: str, allowed: str, now: datetime | None = None) -> VerifyReport:
     """Raise unless I6 and I7 hold: I6 exits 3, I7 exits 4."""
-    rep = verify_plan(plan_dir, allowed, now)
+    return require_report(verify_plan(plan_dir, allowed, now))
+
+
+def require_report(rep: VerifyReport) -> VerifyReport:
+    """Raise unless the report's I6 and I7 (and I17) hold: I6 exits 3, the others 4."""
     if not rep.integrity.ok:
         rep.integrity.raise_if_failed()
     if not rep.two_person.ok:
-        raise SignoffError(f"{I7}: {rep.two_person.detail}", hint=rep.two_person.hint)
+        name = rep.two_person.invariant
+        raise SignoffError(f"{name}: {rep.two_person.detail}", hint=rep.two_person.hint)
     return rep
 
 
@@ -264,7 +215,8 @@ def _write_signed(doc: dict[str, Any], doc_path: str, key: str, namespace: str) 
 
 
 def audit_plan_event(plan: Plan, event: str, *, plan_id: str, principal: str,
-                     details: dict[str, Any], endpoint_url: str | None = None) -> str | None:
+                     details: dict[str, Any], endpoint_url: str | None = None,
+                     key: str | None = None) -> str | None:
     """Append to the plan's store's audit log; return a warning if that was not possible.
 
     Reviewers may sign on a machine without access to the store, so a missing
@@ -279,7 +231,8 @@ def audit_plan_event(plan: Plan, event: str, *, plan_id: str, principal: str,
                            region=plan.region if plan.store.startswith("s3") else None)
     except CleanupError as exc:
         return f"warning: audit entry {event!r} not written: {exc.message}"
-    return audit.try_append(store, event, plan_id=plan_id, principal=principal, details=details)
+    return audit.try_append(store, event, plan_id=plan_id, principal=principal, details=details,
+                            key=key)
 
 
 def approve(plan_dir: str, signer: str, key: str, comment: str = "",
@@ -298,36 +251,62 @@ def approve(plan_dir: str, signer: str, key: str, comment: str = "",
     return plan_id, path
 
 
-def witness(plan_dir: str, stage: int, signer: str, key: str,
-            now: datetime | None = None) -> tuple[str, str]:
-    """Sign {plan id, stage, signer, time} in namespace cleanup-witness (I8)."""
+def _plan_store(plan: Plan, endpoint_url: str | None) -> Store:
+    from cleanup.stores import open_store
+
+    return open_store(plan.store, endpoint_url=endpoint_url,
+                      region=plan.region if plan.store.startswith("s3") else None)
+
+
+def publish(plan_dir: str, endpoint_url: str | None = None) -> tuple[str, list[str]]:
+    """Publish the plan, its manifest and every signature of ``plan_dir`` to the plan's
+    store (``_cleanup/plans/<plan-id>/``); return (plan id, what was new)."""
+    from cleanup.published import Published
+
+    plan, plan_id, check = check_integrity(plan_dir)
+    check.raise_if_failed()
+    return plan_id, Published(_plan_store(plan, endpoint_url), plan_id).publish_dir(plan_dir)
+
+
+def fetch(store_url: str, plan_id: str, out: str, endpoint_url: str | None = None,
+          region: str | None = None) -> str:
+    """Copy a published plan into a new local directory ``out`` (a reviewer's cache):
+    plan.json must hash to ``plan_id`` and the manifest match plan.json (I6)."""
+    import shutil
+
+    from cleanup.published import Published, check_plan_id
+    from cleanup.stores import open_store
+
+    check_plan_id(plan_id)
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise UsageError(f"{out} already exists and is not empty")
+    store = open_store(store_url, endpoint_url=endpoint_url, region=region)
+    tmp = out.rstrip("/") + f".fetch-{os.getpid()}"
+    try:
+        Published(store, plan_id).fetch(tmp)
+        with PlanBundle.open(tmp) as bundle:
+            integrity(bundle).raise_if_failed()
+        if os.path.isdir(out):
+            os.rmdir(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def witness(plan_dir: str, stage: int, signer: str, key: str, action: str = "execute",
+            endpoint_url: str | None = None,
+            now: datetime | None = None) -> tuple[str, str, dict[str, Any]]:
+    """I8: sign the challenge the runner published for (action, stage) in the store.
+    Returns (plan id, challenge name, the signed document)."""
+    from cleanup.presence import sign_challenge
+
     _check_name(signer)
     plan, plan_id, integrity = check_integrity(plan_dir)
     integrity.raise_if_failed()
     stages = [s.stage for s in plan.stages]
     if stage not in stages:
         raise UsageError(f"plan has no stage {stage} (stages: {stages})")
-    now = now or datetime.now(UTC)
-    doc = WitnessDoc(plan_id, stage, signer, now).to_json()
-    path = PlanBundle.layout(plan_dir).witness_json(stage, signer)
-    _write_signed(doc, path, key, NS_WITNESS)
-    return plan_id, path
-
-
-def check_presence(plan_dir: str, stage: int, executor: str, allowed: str,
-                   now: datetime | None = None) -> tuple[Check, list[so.Signature]]:
-    """I8 for the executor: a valid witness of ``stage`` by another principal, fresh enough."""
-    _check_allowed(allowed)
-    now = now or datetime.now(UTC)
-    with PlanBundle.open(plan_dir) as bundle:
-        plan, plan_id = bundle.plan, bundle.plan_id
-    policy = plan.policy
-    found = []
-    for name, doc_path in bundle.witnesses(stage):
-        raw = load_signature(doc_path, sig_path(doc_path), allowed, "witness",
-                             NS_WITNESS, expect_signer=name)
-        found.append(so.classify(raw, plan_id=plan_id, author=plan.author,
-                                 author_fingerprint=None, now=now, ttl=policy.witness_ttl,
-                                 max_skew=policy.max_clock_skew, stage=stage,
-                                 executor=executor))
-    return so.presence(found, stage), found
+    name, doc = sign_challenge(_plan_store(plan, endpoint_url), plan_id, stage, action,
+                               signer, key, now)
+    return plan_id, name, doc

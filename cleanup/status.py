@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cleanup.bundle import PlanBundle
 from cleanup.core.timeutil import format_time, parse_time
 from cleanup.journal import read_records, stage_state
 from cleanup.model import Plan
+from cleanup.published import Published
+from cleanup.published import stage_state as published_state
+
+if TYPE_CHECKING:
+    from cleanup.stores.base import Store
 
 
-def plan_status(plan_dir: str, plan: Plan,
-                now: datetime | None = None) -> list[dict[str, Any]]:
+def plan_status(plan_dir: str, plan: Plan, now: datetime | None = None,
+                store: Store | None = None, plan_id: str | None = None) -> list[dict[str, Any]]:
+    """Each stage's row. With the plan's ``store`` the states are the store's stage
+    records (what gates execution, I10); without it, this machine's journal."""
     now = now or datetime.now(UTC)
     hold = plan.hold
     layout = PlanBundle.layout(plan_dir)
     rows: list[dict[str, Any]] = []
     prev: dict[str, Any] | None = None
+    pub = Published(store, plan_id) if store is not None and plan_id else None
     for s in plan.stages:
         stage = s.stage
-        st = stage_state(plan_dir, stage).to_json()
+        st = (published_state(pub, stage) if pub is not None
+              else stage_state(plan_dir, stage)).to_json()
+        st["source"] = "store" if pub is not None else "local journal"
         st["planned_objects"], st["planned_bytes"] = s.objects, s.bytes
         gates = [r for r in read_records(layout.journal_path(stage)) if r.get("event") == "gate"]
         st["gate"] = gates[-1] if gates else None

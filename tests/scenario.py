@@ -35,6 +35,10 @@ from tests.conftest import Run
 from tests.factories import write_inventory_file, write_snapshot_file
 
 TENANTS = ("internal", "acme", "globex", "initech")
+#: trust root floors that leave the tests' own policy values to the invariants under test
+PERMISSIVE_FLOORS = ("--floor", "min_buffer=0s", "--floor", "min_hold=0s", "--floor",
+                     "min_retention=0s", "--floor", "max_approval_ttl=3650d", "--floor",
+                     "max_witness_ttl=3650d", "--floor", "max_clock_skew=3650d")
 
 
 class Runner(Protocol):
@@ -92,9 +96,11 @@ class Scenario:
         self.allowed_file = allowed_signers or tmp / "allowed_signers"
         if signers and allowed_signers is None:
             self.allowed_file.write_text(allowed_signers_text(self.signers))
-        # How execute reconciles: a live snapshot file by default; a metadata database
-        # and its query for demo-style flows.
+        # How execution reconciles (signed with the plan): a live snapshot read from a
+        # DuckDB database by default; a metadata database and its query for demo-style
+        # flows. Set before create_plan.
         self.reconcile_args: list[str] = ["--reconcile-with", str(self.live)]
+        self.trust_root: str | None = None
 
     def cli(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> Run:
         full = {**self.env, **(env or {})}
@@ -137,35 +143,89 @@ class Scenario:
 
     # ------------------------------------------------------------------ plan and sign-off
 
+    def ensure_trust(self) -> str | None:
+        """With two or more signers: the store's trust root (every signer a principal with
+        every role, floors out of the tests' way), signed by all, pinned in :attr:`env`
+        as the runner's configuration would (I17)."""
+        if self.trust_root is not None or len(self.signers) < 2 \
+                or not self.allowed_file.exists():
+            return self.trust_root
+        shown = self.cli(["trust", "show", self.store_url, "--json"])
+        if shown.code == 0:  # a copy of a store that has one already
+            self.trust_root = str(json.loads(shown.out)["digest"])
+            self.env["CLEANUP_TRUST_ROOT"] = self.trust_root
+            return self.trust_root
+        r = ok(self.cli(["trust", "init", self.store_url, "--from", str(self.allowed_file),
+                         "--people-run", *PERMISSIVE_FLOORS, "--json"]))
+        digest = str(json.loads(r.out)["digest"])
+        for name, key in self.signers.items():
+            ok(self.cli(["trust", "sign", self.store_url, "--version", "1", "--signer", name,
+                         "--key", str(key)]))
+        self.trust_root = digest
+        self.env["CLEANUP_TRUST_ROOT"] = digest
+        return digest
+
     def create_plan(self, *extra: str, out: str | None = None, author: str = "alice") -> Run:
         target = self.tmp / out if out else self.plan_dir
+        self.ensure_trust()
+        recon = [] if "--reconcile-with" in extra else self.reconcile_args
         return self.cli(["plan", "--store", self.store_url, "--inventory", str(self.inventory),
                          "--snapshot", str(self.snapshot), "-o", str(target), "--author", author,
-                         "--key", str(self.signer_key(author)), *extra])
+                         "--key", str(self.signer_key(author)), *recon, *extra])
 
     def approve(self, signer: str = "bob", *extra: str, plan: Path | None = None) -> Run:
         return self.cli(["approve", str(plan or self.plan_dir), "--signer", signer, "--key",
                          str(self.signer_key(signer)), "--yes", *extra])
 
-    def witness(self, stage: int = 0, signer: str = "bob", plan: Path | None = None) -> Run:
+    def challenge(self, stage: int = 0, action: str = "execute", executor: str = "alice",
+                  plan: Path | None = None) -> Run:
+        """The runner starts ``action`` without a witness: it publishes the challenge and
+        exits 4 (I8). Anything else is returned as is for the test to see."""
+        target = str(plan or self.plan_dir)
+        if action == "purge":
+            args = ["purge", target, "--stage", str(stage), "--executor", executor,
+                    "--key", str(self.signer_key(executor))]
+        else:
+            args = ["execute", target, "--stage", str(stage), "--executor", executor,
+                    "--key", str(self.signer_key(executor)), "--json"]
+        return self.cli(args)
+
+    def witness(self, stage: int = 0, signer: str = "bob", plan: Path | None = None,
+                action: str = "execute", executor: str = "alice") -> Run:
+        """Presence as it happens (I8): the runner's start publishes a challenge, then
+        ``signer`` signs it."""
+        self.challenge(stage, action, executor, plan)
         return self.cli(["witness", str(plan or self.plan_dir), "--stage", str(stage),
-                         "--signer", signer, "--key", str(self.signer_key(signer))])
+                         "--action", action, "--signer", signer,
+                         "--key", str(self.signer_key(signer))])
+
+    def snapshot_live(self, refs: Iterable[str]) -> Path:
+        """The live metadata reconciliation reads: the references in a DuckDB database,
+        snapshotted with the database's clock (a key list's taken_at is only a claim,
+        which execution refuses)."""
+        db = self.tmp / "live-meta.duckdb"
+        con = duckdb.connect(str(db))
+        try:
+            con.execute("CREATE OR REPLACE TABLE refs (key VARCHAR)")
+            con.executemany("INSERT INTO refs VALUES (?)", [[r] for r in refs])
+        finally:
+            con.close()
+        return self.snapshot_query(db, "SELECT key FROM refs", out=self.live)
 
     def approve_and_witness(self, stage: int = 0, signer: str = "bob") -> None:
-        """Approval and witness by ``signer``, then a live snapshot of the same references
-        (taken after the plan's snapshot, as reconciliation requires)."""
+        """Approval by ``signer``, a live snapshot of the same references (taken after the
+        plan's snapshot, as reconciliation requires), and ``signer``'s witness."""
         ok(self.approve(signer))
-        ok(self.witness(stage, signer))
         if self.refs_file.exists():
             refs = self.refs_file.read_text().splitlines()[1:]
-            self.snapshot_refs(refs, out=self.live)
+            self.snapshot_live(refs)
+        ok(self.witness(stage, signer))
 
     # ------------------------------------------------------------------ execution
 
     def execute(self, stage: int = 0, *extra: str, executor: str = "alice",
                 env: Mapping[str, str] | None = None) -> Run:
         return self.cli(["execute", str(self.plan_dir), "--stage", str(stage),
-                         "--allowed-signers", str(self.allowed_file), *self.reconcile_args,
                          "--executor", executor, "--key", str(self.signer_key(executor)), "--json",
                          *extra], env)
 

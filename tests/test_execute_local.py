@@ -140,26 +140,36 @@ def test_execute_needs_sign_off_and_presence(tmp_path: Path) -> None:
     assert_one_line_error(f.execute(), 4, "I8 presence", "cleanup witness")
     f.witness(signer="alice")  # the executor cannot witness itself
     assert_one_line_error(f.execute(), 4, "I8 presence", "is-executor")
+    # The local copy of the approvals is a cache: removing it changes nothing...
     shutil.rmtree(f.plan / "signatures" / "approvals")
-    f.witness()
+    # ...what counts is what the store recorded (I10, I18).
+    shutil.rmtree(f.d.store / "_cleanup" / "plans" / f.plan_id / "signatures" / "approvals")
     assert_one_line_error(f.execute(), 4, "I7 two-person")
     assert _tree_digest(f.d.store) == f.before
 
 
 def test_stage_order_and_hold(flow: Flow) -> None:
-    flow.witness(1)
+    # Refused before any challenge is published: nobody is asked to witness it.
     assert_one_line_error(flow.execute(1), 3, "I10 phased", "stage 0 is not-started")
+    assert not (flow.d.store / "_cleanup" / "plans" / flow.plan_id / "challenges").exists()
     flow.witness(0)
     ok(flow.execute(0))
     assert_one_line_error(flow.execute(1), 3, "I10 phased", "hold of 24h ends at")
 
 
-def test_reconcile_source_must_be_newer_than_the_plan(flow: Flow) -> None:
+def test_reconcile_source_must_be_newer_than_the_plan(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    f = Flow(root, "--reconcile-with", str(root / "snap.parquet"))
+    f.witness()
+    assert_one_line_error(f.execute(), 3, "I9 reconcile", "not after the plan's snapshot")
+
+
+def test_reconcile_source_is_the_plans(flow: Flow) -> None:
+    """I19: the runner cannot pick another reconciliation source than the signed one."""
     flow.witness()
-    r = run_cli(["execute", str(flow.plan), "--stage", "0", "--allowed-signers",
-                 str(flow.d.allowed_signers), "--reconcile-with", str(flow.root / "snap.parquet"),
-                 "--executor", "alice", "--key", str(flow.d.key("alice"))])
-    assert_one_line_error(r, 3, "I9 reconcile", "not after the plan's snapshot")
+    r = flow.execute(0, "--reconcile-with", str(flow.root / "snap.parquet"))
+    assert_one_line_error(r, 3, "I19 confinement", "not the plan's signed reconciliation")
+    assert _tree_digest(flow.d.store) == flow.before
 
 
 def test_region_mismatch_is_refused(flow: Flow) -> None:
@@ -195,15 +205,15 @@ def test_two_concurrent_executions_one_exits_6(flow: Flow, tmp_path: Path) -> No
     flow.witness()
     gate = tmp_path / "gate"
     gate.mkdir()
-    args = ["execute", str(flow.plan), "--stage", "0", "--allowed-signers",
-            str(flow.d.allowed_signers), *flow.reconcile_args, "--batch-size", "1",
+    args = ["execute", str(flow.plan), "--stage", "0", "--batch-size", "1",
             "--executor", "alice", "--key", str(flow.d.key("alice")), "--json"]
-    first = faultcli.spawn(args, env={faultcli.GATE: str(gate)})
+    first = faultcli.spawn(args, env={**flow.env, faultcli.GATE: str(gate)})
     try:
         wait_until(lambda: (gate / "ready").exists() or first.poll() is not None,
                    timeout=120, what="the first execution to hold the lock")
         assert first.poll() is None, first.communicate()
-        second = run_cli(args)
+        flow.witness()  # the first consumed its witness; the second has its own
+        second = run_cli(args, env=flow.env)
         assert_one_line_error(second, 6, "locked by alice")
         assert _tree_digest(flow.d.store) == flow.before  # the first is parked before batch 0
     finally:
@@ -214,7 +224,7 @@ def test_two_concurrent_executions_one_exits_6(flow: Flow, tmp_path: Path) -> No
     assert json.loads(out)["removed"] == len(keys)
     after = _tree_digest(flow.d.store)
     assert set(flow.before) - set(after) == set(keys)
-    third = json.loads(ok(run_cli(args)).out)
+    third = json.loads(ok(run_cli(args, env=flow.env)).out)
     assert third["already_complete"] is True
     assert third["removed"] == len(keys)
     assert _tree_digest(flow.d.store) == after
@@ -223,29 +233,40 @@ def test_two_concurrent_executions_one_exits_6(flow: Flow, tmp_path: Path) -> No
 def test_purge_refuses_before_retention(flow: Flow) -> None:
     flow.witness()
     ok(flow.execute())
-    r = run_cli(["purge", str(flow.plan), "--stage", "0", "--allowed-signers",
-                 str(flow.d.allowed_signers), "--executor", "alice"])
+    r = flow.challenge(0, "purge")
     assert_one_line_error(r, 3, "I11 recoverable", "retention of 7d ends at")
     assert len(list((flow.d.store / "_cleanup" / "quarantine").rglob("*.parquet"))) == len(
         flow.manifest(0))
 
 
-def test_purge_after_retention_removes_quarantine(flow: Flow) -> None:
-    from cleanup.executor import purge
-    from cleanup.signoff import approve, witness
+def test_approvals_expire_for_purge_too(flow: Flow) -> None:
+    from cleanup.executor import PurgeOptions, purge
 
     flow.witness()
     ok(flow.execute())
     later = datetime.now(UTC) + timedelta(days=8)
-    # After 8 days the approval and witness have expired: purge needs fresh sign-off.
+    # After 8 days (by the store's clock) the approval has expired: purge needs a fresh one.
     with pytest.raises(SignoffError, match="I7 two-person"):
-        purge(str(flow.plan), stage=0, allowed_signers=str(flow.d.allowed_signers),
-              executor="alice", now=later)
-    approve(str(flow.plan), "bob", str(flow.d.key("bob")), now=later)
-    witness(str(flow.plan), 0, "bob", str(flow.d.key("bob")), now=later)
-    n = purge(str(flow.plan), stage=0, allowed_signers=str(flow.d.allowed_signers),
-              executor="alice", now=later)
-    assert n == len(flow.manifest(0))
+        purge(PurgeOptions(str(flow.plan), 0, "alice", str(flow.d.key("alice")),
+                           trust_root=flow.trust_root, now=later))
+
+
+def test_purge_after_retention_removes_quarantine(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    cfg = tmp_path / "cleanup.toml"
+    cfg.write_text('[policy]\nretention = "1s"\n')
+    flow = Flow(root, "--config", str(cfg))
+    flow.witness()
+    ok(flow.execute())
+    finished = json.loads(ok(flow.cli(["status", str(flow.plan), "--json"])).out)
+    end = datetime.fromisoformat(finished["stages"][0]["finished_at"]) + timedelta(seconds=1)
+    wait_until(lambda: datetime.now(UTC) > end, what="the 1s retention to pass")
+    assert_one_line_error(flow.challenge(0, "purge"), 4, "I8 presence", "--action purge")
+    ok(flow.cli(["witness", str(flow.plan), "--stage", "0", "--action", "purge", "--signer",
+                 "bob", "--key", str(flow.d.key("bob"))]))
+    r = ok(flow.cli(["purge", str(flow.plan), "--stage", "0", "--executor", "alice", "--key",
+                     str(flow.d.key("alice"))]))
+    assert f"purged {len(flow.manifest(0))} quarantined objects" in r.out
     assert not list((flow.d.store / "_cleanup" / "quarantine").rglob("*.parquet"))
 
 
@@ -307,6 +328,7 @@ def test_crash_at_any_journal_step_then_resume(template: Flow, tmp_path: Path, p
     assert f.manifest(0) == keys
     r = f.execute(0, "--batch-size", str(batch), env=env)
     assert r.code == -9, (point, n, r.code, r.out, r.err)
+    f.witness()  # a witness counts for one run: the resume is witnessed again
     res = json.loads(ok(f.execute(0, "--batch-size", str(batch))).out)
     assert res["removed"] == len(keys)
     after = _tree_digest(f.d.store)

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -59,7 +59,7 @@ def run_main(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 def test_repo_runbooks_pass(root: click.Group) -> None:
     r = CliRunner().invoke(root, ["runbook", "check", str(RUNBOOKS)])
     assert r.exit_code == 0, r.output
-    assert "5 runbooks ok" in r.stdout
+    assert "10 runbooks ok" in r.stdout
     p = run_main("runbook", "check", "runbooks/")
     assert p.returncode == 0, p.stderr
     p = run_main("runbook", "check")  # default: ./runbooks
@@ -67,7 +67,7 @@ def test_repo_runbooks_pass(root: click.Group) -> None:
     rep = json.loads(run_main("runbook", "check", "--json", "runbooks").stdout)
     assert rep["ok"] is True
     assert rep["findings"] == []
-    assert rep["cleanup_commands"] >= 20
+    assert rep["cleanup_commands"] >= 50
 
 
 def test_runbooks_cover_the_four_topics() -> None:
@@ -79,11 +79,33 @@ def test_runbooks_cover_the_four_topics() -> None:
         cmds = " ".join(c.text for c in books[name].commands)
         return all(w in cmds for w in words)
 
-    # (a) an orphan-file cleanup from inventory to purge (01 then, after review, 03)
+    # (0) the store's trust root, signed by every principal and pinned by the runner
+    assert uses("00-trust-root-setup.md", "cleanup trust init", "--people-run",
+                "cleanup trust sign", "cleanup trust show", "--pin", "cleanup.toml",
+                "cleanup trust verify")
+    assert not books["00-trust-root-setup.md"].destructive
+    assert "runner-separation.md" in text["00-trust-root-setup.md"]
+    # (a) an orphan-file cleanup from inventory to purge (01 then, after review, 03); the
+    # reconciliation source is signed into the plan, so execute names none
     assert uses("01-plan-orphan-cleanup.md", "cleanup inventory", "cleanup snapshot",
-                "cleanup plan", "cleanup show")
+                "cleanup plan", "--reconcile-with", "--reconcile-query", "cleanup show")
     assert uses("03-execute-orphan-cleanup.md", "cleanup witness", "cleanup execute",
                 "cleanup status", "cleanup purge")
+    for rb in books.values():
+        for c in rb.commands:
+            if c.text.startswith(("cleanup execute", "cleanup purge")):
+                assert "--allowed-signers" not in c.text, (rb.path.name, c.line)
+                assert "--reconcile-with" not in c.text, (rb.path.name, c.line)
+            if c.text.startswith("cleanup purge"):
+                assert "--key" in c.text, (rb.path.name, c.line)
+    # presence (I8): the first run publishes a challenge and exits 4, the reviewer
+    # witnesses it, the same command runs the stage
+    seq = [(c.expect, c.text.split(" --")[0])
+           for c in books["03-execute-orphan-cleanup.md"].commands
+           if c.text.startswith(("cleanup execute", "cleanup witness"))
+           and "--dry-run" not in c.text]
+    assert seq[:3] == [(4, 'cleanup execute "$PLAN"'), (0, 'cleanup witness "$PLAN"'),
+                       (0, 'cleanup execute "$PLAN"')], seq
     # (b) restoring from quarantine
     assert uses("05-restore-from-quarantine.md", "cleanup restore", "--key", "--stage")
     # (c) emergency stop and lock handling
@@ -247,9 +269,8 @@ def test_raw_deletion_in_output_comment_or_other_block(tmp_path: Path, root: cli
 def test_destructive_commands_need_a_destructive_runbook(tmp_path: Path,
                                                          root: click.Group) -> None:
     front = "---\ndestructive: false\n---\n"
-    execute = ('cleanup execute "$PLAN" --stage 0 --allowed-signers a --reconcile-with m '
-               '--executor alice --key k')
-    purge = 'cleanup purge "$PLAN" --stage 0 --allowed-signers a --executor alice'
+    execute = 'cleanup execute "$PLAN" --stage 0 --executor alice --key k'
+    purge = 'cleanup purge "$PLAN" --stage 0 --executor alice --key k'
     p = _write(tmp_path, _console(f"$ {execute} --dry-run", f"$ {execute}", f"$ {purge}"),
                front=front)
     found = _findings(p, root)
@@ -359,11 +380,52 @@ def _tree_digest(root: Path) -> dict[str, str]:
             if p.is_file() and not p.relative_to(root).as_posix().startswith("_cleanup/")}
 
 
+def _delta_table(table: Path) -> None:
+    """A real Delta table (delta-rs) that lived for weeks: appends, an overwrite and a
+    compaction, every commit and file backdated (the runbook lists with --trust-mtime),
+    plus a stray file no commit wrote; the overwritten and compacted files are older
+    than the table's retention (7 days), so the plan has candidates."""
+    from tests.test_delta_source import build as build_delta
+
+    build_delta(table, ["append", "append", "overwrite", "append", "optimize", "stray"],
+                datetime.now(UTC) - timedelta(days=2), checkpoint=True)
+    assert (table / "_delta_log").is_dir()
+
+
+def _iceberg_namespace(root: Path) -> dict[str, str]:
+    """Two Iceberg tables of namespace `db` in a SQL catalog on SQLite (pyiceberg), a
+    stray data file in each, all backdated; returns the runbook's variables and the
+    catalog's pyiceberg environment."""
+    from tests.test_iceberg_source import _batch, catalog_env, new_table, open_catalog
+    from tests.test_iceberg_source import backdate as backdate_iceberg
+
+    warehouse = root / "warehouse"
+    warehouse.mkdir(parents=True)
+    uri = f"sqlite:///{root}/catalog.db"
+    catalog = open_catalog("lake", uri, warehouse)
+    catalog.create_namespace("db")
+    for i, name in enumerate(("db.events", "db.orders")):
+        table = new_table(catalog, name)
+        table.append(_batch(4, i))
+        table.append(_batch(3, i + 10))
+        stray = warehouse / "db" / name.split(".")[1] / "data" / f"stray-{i}.parquet"
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"stray")
+    backdate_iceberg(warehouse, datetime.now(UTC) - timedelta(days=10))
+    return {"ICEBERG_CATALOG": "lake", "ICEBERG_NAMESPACE": "db",
+            "ICEBERG_WAREHOUSE": str(warehouse), **catalog_env("lake", uri, warehouse)}
+
+
 def test_runbooks_run_in_order_against_a_demo_store(tmp_path: Path) -> None:
     """Every `$ ` command of every runbook, in file-name order, through bash (`set -euo
     pipefail`: an unset variable fails too) in one working directory, with the real
-    `cleanup` executable first on PATH; each must exit 0 or its `# expect exit N`."""
+    `cleanup` executable first on PATH; each must exit 0 or its `# expect exit N`.
+    Runbook 00 sets up the demo store's trust root and pins it in the working
+    directory's cleanup.toml, which every later command reads."""
     d = build(tmp_path / "demo")
+    delta_table = tmp_path / "delta" / "events"
+    _delta_table(delta_table)
+    iceberg = _iceberg_namespace(tmp_path / "iceberg")
     work = tmp_path / "work"
     work.mkdir()
     bindir = Path(sys.executable).parent
@@ -379,7 +441,15 @@ def test_runbooks_run_in_order_against_a_demo_store(tmp_path: Path) -> None:
         "OPERATOR": "alice", "OPERATOR_KEY": str(d.key("alice")),
         "REVIEWER": "bob", "REVIEWER_KEY": str(d.key("bob")),
         "MISSING_KEY": "internal-analytics/events/part-0000.parquet",
+        "DELTA_TABLE": str(delta_table),
+        "IAM_STORE": "s3://lake/warehouse/",
+        "PLANNER_ARN": "arn:aws:iam::123456789012:role/cleanup-planner",
+        "APPROVER_ARN": "arn:aws:iam::123456789012:role/cleanup-approver",
+        "RUNNER_ARN": "arn:aws:iam::123456789012:role/cleanup-runner",
+        **iceberg,
     })
+    for var in ("CLEANUP_TRUST_ROOT", "PYICEBERG_HOME"):
+        env.pop(var, None)  # the pin comes from runbook 00's ./cleanup.toml only
     before = _tree_digest(d.store)
     ran: list[str] = []
     for rb in load_runbooks([RUNBOOKS]):
@@ -395,10 +465,22 @@ def test_runbooks_run_in_order_against_a_demo_store(tmp_path: Path) -> None:
             if c.expect:
                 assert "cleanup: error:" in p.stderr, p.stderr
             ran.append(f"{rb.path.name}:{c.line}")
-    assert len(ran) >= 25
+    assert len(ran) >= 60
+    pin = (work / "cleanup.toml").read_text()
+    assert pin.startswith('trust_root = "sha256:'), pin
     # 03 moved stage 0 into quarantine; 05 brought every file back, byte for byte.
     assert _tree_digest(d.store) == before
     events = [json.loads(p.read_text())["event"]
               for p in sorted((d.store / "_cleanup" / "audit").iterdir())]
-    for ev in ("plan-created", "approval", "witness", "stage-start", "stage-end", "restore"):
+    for ev in ("plan-created", "approval", "witness", "witness-consumed", "stage-start",
+               "stage-end", "restore"):
         assert ev in events, (ev, events)
+    # one witness was consumed: stage 0's run; stage 1's was refused by its hold (I10)
+    # before it could consume one, and purge was refused by the retention (I11)
+    assert events.count("witness-consumed") == 1, events
+    assert events.count("stage-start") == 1, events
+    assert "purge" not in events, events
+    # the plans of the Delta and Iceberg runbooks went to their own stores
+    for store in (delta_table, Path(iceberg["ICEBERG_WAREHOUSE"])):
+        assert any((store / "_cleanup" / "plans").iterdir()), store
+        assert (store / "_cleanup" / "trust" / "root.1.json").is_file(), store

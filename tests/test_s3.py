@@ -20,7 +20,6 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from cleanup.core.timeutil import format_time
 from cleanup.formats import read_meta
 from tests import faultcli
 from tests.conftest import Run, assert_one_line_error, make_key
@@ -181,7 +180,7 @@ def test_plan_on_s3_records_region_and_probes_clock(moto_server: S3Server, tmp_p
     assert plan["region"] == "eu-west-1"
     assert plan["manifest"]["objects"] == 2
     assert plan["clocks"]["store"] in ("0us", "0s") or plan["clocks"]["store"].endswith("ms")
-    assert not [k for k in f.listing() if "/_cleanup/clock/" in k]
+    assert [k for k in f.listing() if "/_cleanup/clock/" in k] == ["data/_cleanup/clock/probe"]
 
 
 def test_plan_refuses_wrong_region(moto_server: S3Server, tmp_path: Path,
@@ -350,22 +349,26 @@ def test_s3_reconciliation_halt_and_rewritten_object(s3_server: S3Server, tmp_pa
     ok(f.plan_result)
     f.approve_and_witness()
     before = f.listing()
-    live = tmp_path / "live-refs.csv"
-    live.write_text(f.refs.read_text() + f"s3://{f.bucket}/data/internal/t/0.parquet\n")
-    ok(run_cli(["snapshot", str(live), "-o", str(tmp_path / "live.parquet"), "--taken-at",
-                format_time(datetime.now(UTC))]))
+    refs = f.refs.read_text().splitlines()[1:]
+    f.snapshot_live([*refs, f"s3://{f.bucket}/data/internal/t/0.parquet"])
     r = f.execute()
     assert_one_line_error(r, 5, "I9 reconcile", "internal/t/0.parquet")
 
     def data(listing: dict[str, str]) -> dict[str, str]:
         return {k: v for k, v in listing.items() if "/_cleanup/" not in k}
 
-    assert data(f.listing()) == data(before)  # only the audit log grew (stage-start, halt)
-    # Rewritten after the inventory: same key, new content -> skipped.
-    ok(run_cli(["snapshot", str(f.refs), "-o", str(tmp_path / "live.parquet"), "--taken-at",
-                format_time(datetime.now(UTC))]))
+    assert data(f.listing()) == data(before)  # only the audit log and records grew
+    # The halt is the store's record: removing the local journal does not lift it (I10).
+    shutil.rmtree(tmp_path / "plan" / "journal")
+    f.snapshot_live(refs)
+    f.witness()
+    assert_one_line_error(f.execute(), 3, "halted")
+    # A new plan; then rewritten after its inventory: same key, new content -> skipped.
+    f.plan_dir = tmp_path / "plan2"
+    ok(f.make_plan(*(["--unsafe-store-without-conditional-writes"]
+                     if s3_server.name == "rclone" else [])))
+    f.approve_and_witness()
     f.client.put_object(Bucket=f.bucket, Key="data/internal/t/0.parquet", Body=b"rewritten")
-    shutil.rmtree(tmp_path / "plan" / "journal")  # the halted stage stays halted: new journal
     res = json.loads(ok(f.execute()).out)
     assert res["skipped"] == {"changed": 1}
     assert res["removed"] == 0
@@ -420,6 +423,7 @@ def test_kill_between_quarantine_copy_and_delete_then_resume(
     # The killed batch: copied, and its originals still there (both copies exist).
     assert len(copies - gone) == min(batch, len(planned) - len(gone))
     assert all(k in mid for k in copies - gone)
+    f.witness()  # the killed run consumed its witness; the resume is witnessed again
     res = json.loads(ok(f.execute("--batch-size", str(batch))).out)
     assert res["removed"] == len(planned)
     after = f.listing()

@@ -27,8 +27,6 @@ from typing import Any
 import pytest
 
 from cleanup.signoff import approve as lib_approve
-from cleanup.signoff import check_presence
-from cleanup.signoff import witness as lib_witness
 from tests.conftest import Run, assert_one_line_error, make_key
 from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
 from tests.scenario import Scenario, tenant_objects
@@ -583,87 +581,7 @@ def test_plain_openssh_verifies_the_approval(so: Signoff, team: Path, bob_key: P
 # ---------------------------------------------------------------- 11. witness, I8
 
 
-def witness_file(plan_dir: Path, stage: int, name: str) -> tuple[Path, Path]:
-    d = plan_dir / "witness"
-    return d / f"stage-{stage}.{name}.json", d / f"stage-{stage}.{name}.sig"
-
-
-def test_witness_by_another_principal(so: Signoff, team: Path, bob_key: Path) -> None:
-    r = run_cli(["witness", str(so.plan_dir), "--stage", "0", "--signer", "bob", "--key",
-                 str(bob_key)])
-    assert r.code == 0, r.err
-    doc_path, sig_path = witness_file(so.plan_dir, 0, "bob")
-    doc = json.loads(doc_path.read_bytes())
-    plan_id = hashlib.sha256((so.plan_dir / "plan.json").read_bytes()).hexdigest()
-    assert (doc["plan_id"], doc["stage"], doc["signer"]) == (plan_id, 0, "bob")
-    assert abs(datetime.now(UTC) - datetime.fromisoformat(doc["time"])) < timedelta(minutes=5)
-    assert ssh_verify(team, "bob", NS_WITNESS, sig_path, doc_path).returncode == 0
-    assert ssh_verify(team, "bob", NS_PLAN, sig_path, doc_path).returncode != 0
-
-    check, sigs = check_presence(str(so.plan_dir), 0, "alice", str(team))
-    assert check.ok, check.detail
-    assert check.invariant == "I8 presence"
-    assert [(s.signer, s.state) for s in sigs] == [("bob", "valid")]
-    # The executor cannot witness himself.
-    check, sigs = check_presence(str(so.plan_dir), 0, "bob", str(team))
-    assert not check.ok
-    assert [s.state for s in sigs] == ["is-executor"]
-    assert "bob: is-executor" in check.detail
-
-
-def test_witness_counts_only_for_its_stage(so: Signoff, team: Path, bob_key: Path) -> None:
-    lib_witness(str(so.plan_dir), 1, "bob", str(bob_key))
-    check, sigs = check_presence(str(so.plan_dir), 0, "alice", str(team))
-    assert not check.ok
-    assert check.hint is not None
-    assert "cleanup witness" in check.hint
-    assert check_presence(str(so.plan_dir), 1, "alice", str(team))[0].ok
-    # A stage-1 witness renamed to look like stage 0 is still a stage-1 witness.
-    for src, dst in zip(witness_file(so.plan_dir, 1, "bob"), witness_file(so.plan_dir, 0, "bob"),
-                        strict=True):
-        shutil.copyfile(src, dst)
-    check, sigs = check_presence(str(so.plan_dir), 0, "alice", str(team))
-    assert not check.ok
-    assert [s.state for s in sigs] == ["wrong-stage"]
-
-
-@pytest.mark.parametrize(("age", "ok", "state"),
-                         [(timedelta(minutes=61), False, "expired"),
-                          (timedelta(minutes=59), True, "valid")], ids=["61m", "59m"])
-def test_witness_ttl(so: Signoff, team: Path, bob_key: Path, age: timedelta, ok: bool,
-                     state: str) -> None:
-    lib_witness(str(so.plan_dir), 0, "bob", str(bob_key), now=datetime.now(UTC) - age)
-    check, sigs = check_presence(str(so.plan_dir), 0, "alice", str(team))
-    assert check.ok is ok
-    assert [s.state for s in sigs] == [state]
-
-
-def test_no_witness(so: Signoff, team: Path) -> None:
-    check, sigs = check_presence(str(so.plan_dir), 0, "alice", str(team))
-    assert not check.ok
-    assert sigs == []
-    assert check.hint is not None
-    assert "cleanup witness" in check.hint
-    assert "--stage 0" in check.hint
-
-
-def test_witness_checks_namespace_and_plan(so: Signoff, alice_key: Path, bob_key: Path) -> None:
-    lib_witness(str(so.plan_dir), 0, "bob", str(bob_key))
-    plan_only = so.allowed(line("alice", alice_key),
-                           line("bob", bob_key, f'namespaces="{NS_PLAN}"'))
-    check, sigs = check_presence(str(so.plan_dir), 0, "alice", str(plan_only))
-    assert not check.ok
-    assert [s.state for s in sigs] == ["wrong-namespace"]
-    # A witness copied from another plan does not count here.
-    team = so.allowed(line("alice", alice_key), line("bob", bob_key), name="team")
-    other = so.make_plan("plan-b")
-    (other / "witness").mkdir()
-    for src, dst in zip(witness_file(so.plan_dir, 0, "bob"), witness_file(other, 0, "bob"),
-                        strict=True):
-        shutil.copyfile(src, dst)
-    check, sigs = check_presence(str(other), 0, "alice", str(team))
-    assert not check.ok
-    assert [s.state for s in sigs] == ["plan-changed"]
+# The witness signs a challenge the runner publishes in the store: see tests/test_presence.py.
 
 
 def test_witness_of_a_stage_the_plan_lacks(so: Signoff, bob_key: Path) -> None:

@@ -1,6 +1,7 @@
 """I10 phased rollout: stage order, hold, skip ratio, health gate; policy file.
 
-Library tests inject the clock (ExecuteOptions.now); the CLI always uses the real one.
+Holds are measured by the store's clock from the store's stage records (I10, I18), so
+the flows here use a 3 s hold and wait for it (no injected clock, no fixed sleep).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from hypothesis import strategies as st
 from cleanup.core.stages import PrevStage, stage_gate
 from cleanup.errors import InvariantViolation
 from cleanup.executor import ExecuteOptions, execute
-from cleanup.signoff import witness
 from tests.conftest import assert_one_line_error
 from tests.inproc import run_cli  # in-process; tests.conftest.run_cli is a real process
+from tests.scenario import wait_until
 from tests.test_execute_local import Flow, ok
 
 T0 = datetime(2026, 5, 14, 21, 30, tzinfo=UTC)
@@ -46,12 +47,13 @@ def test_i10_gate_property(stage: int, state: str, finished: int | None, now: in
     assert c.invariant == "I10 phased"
 
 
-def _opts(f: Flow, stage: int, now: datetime, **kw: object) -> ExecuteOptions:
-    return ExecuteOptions(plan_dir=str(f.plan), stage=stage,
-                          allowed_signers=str(f.d.allowed_signers),
-                          reconcile_with=str(f.d.metadata),
-                          reconcile_query="SELECT path FROM data_files", executor="alice",
-                          key=str(f.d.key("alice")), now=now, **kw)  # type: ignore[arg-type]
+HOLD = timedelta(seconds=3)
+
+
+def _opts(f: Flow, stage: int, **kw: object) -> ExecuteOptions:
+    return ExecuteOptions(plan_dir=str(f.plan), stage=stage, executor="alice",
+                          key=str(f.d.key("alice")), trust_root=f.trust_root,
+                          **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -63,19 +65,29 @@ def stage0_done(tmp_path: Path) -> tuple[Flow, datetime]:
     return f, finished
 
 
-def _witness_at(f: Flow, stage: int, when: datetime) -> None:
-    witness(str(f.plan), stage, "bob", str(f.d.key("bob")), now=when)
+@pytest.fixture
+def short_hold(tmp_path: Path) -> Flow:
+    """Stage 0 executed on a plan with a 3 s hold."""
+    f = Flow(tmp_path / "demo", "--hold", "3s", "--override-minimums")
+    f.witness(0)
+    ok(f.execute(0))
+    return f
 
 
-def test_stage1_waits_for_the_hold_then_runs(stage0_done: tuple[Flow, datetime]) -> None:
-    f, finished = stage0_done
-    early = finished + timedelta(hours=23)
-    _witness_at(f, 1, early)
-    with pytest.raises(InvariantViolation, match="I10 phased.*hold of 24h ends at"):
-        execute(_opts(f, 1, early))
-    later = finished + timedelta(hours=25)
-    _witness_at(f, 1, later)
-    res = execute(_opts(f, 1, later))
+def _after_hold(f: Flow) -> None:
+    st = json.loads(ok(run_cli(["status", str(f.plan), "--json"], env=f.env)).out)
+    ends = datetime.fromisoformat(st["stages"][0]["hold_ends_at"])
+    wait_until(lambda: datetime.now(UTC) > ends + timedelta(milliseconds=100),
+               what="the hold to end")
+
+
+def test_stage1_waits_for_the_hold_then_runs(short_hold: Flow) -> None:
+    f = short_hold
+    with pytest.raises(InvariantViolation, match="I10 phased.*hold of 3s ends at"):
+        execute(_opts(f, 1))
+    _after_hold(f)
+    f.witness(1)
+    res = execute(_opts(f, 1))
     assert res.moved == len(f.manifest(1))
     gate = [json.loads(line) for line in (f.plan / "journal" / "stage-1.jsonl").read_text()
             .splitlines() if '"gate"' in line]
@@ -85,43 +97,43 @@ def test_stage1_waits_for_the_hold_then_runs(stage0_done: tuple[Flow, datetime])
     assert st["stages"][1]["gate"]["passed"] is True
 
 
-def test_failed_read_probe_blocks_the_next_stage(stage0_done: tuple[Flow, datetime]) -> None:
-    f, finished = stage0_done
-    later = finished + timedelta(hours=25)
-    _witness_at(f, 1, later)
+def test_failed_read_probe_blocks_the_next_stage(short_hold: Flow) -> None:
+    f = short_hold
+    _after_hold(f)
+    f.witness(1)
     # A referenced file disappeared (e.g. removed by mistake): the probe must notice.
     victim = sorted(p for p in (f.d.store / "internal-analytics").rglob("part-0005.parquet"))[0]
     victim.unlink()
     with pytest.raises(InvariantViolation, match="I10 phased: read probe: 1 of"):
-        execute(_opts(f, 1, later))
+        execute(_opts(f, 1))
     assert len(f.manifest(1)) > 0
     for k in f.manifest(1):
         assert (f.d.store / k).exists(), "nothing of stage 1 may be touched"
 
 
-def test_failing_health_check_blocks_the_next_stage(stage0_done: tuple[Flow, datetime]) -> None:
-    f, finished = stage0_done
-    later = finished + timedelta(hours=25)
-    _witness_at(f, 1, later)
+def test_failing_health_check_blocks_the_next_stage(short_hold: Flow) -> None:
+    f = short_hold
+    _after_hold(f)
+    f.witness(1)
     with pytest.raises(InvariantViolation, match="health check 'false' failed"):
-        execute(_opts(f, 1, later, health_checks=("false",)))
+        execute(_opts(f, 1, health_checks=("false",)))
+    f.witness(1)  # each run consumes its witness
     with pytest.raises(InvariantViolation, match="timed out"):
-        execute(_opts(f, 1, later, health_checks=("sleep 5",), health_timeout=0.5))
-    res = execute(_opts(f, 1, later, health_checks=("true",)))
+        execute(_opts(f, 1, health_checks=("sleep 5",), health_timeout=0.5))
+    f.witness(1)
+    res = execute(_opts(f, 1, health_checks=("true",)))
     assert res.moved == len(f.manifest(1))
 
 
-def test_stages_cannot_be_skipped(stage0_done: tuple[Flow, datetime]) -> None:
-    f, finished = stage0_done
-    later = finished + timedelta(days=3)
-    _witness_at(f, 2, later)
+def test_stages_cannot_be_skipped(short_hold: Flow) -> None:
+    f = short_hold
+    _after_hold(f)
     with pytest.raises(InvariantViolation, match="stage 1 is not-started"):
-        execute(_opts(f, 2, later))
+        execute(_opts(f, 2))
 
 
 def test_cli_refusal_names_i10_and_when_the_hold_ends(stage0_done: tuple[Flow, datetime]) -> None:
     f, _finished = stage0_done
-    f.witness(1)
     r = f.execute(1, "--health-check", "true")
     assert_one_line_error(r, 3, "I10 phased", "hold of 24h ends at")
     st = ok(run_cli(["status", str(f.plan)]))

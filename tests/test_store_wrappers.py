@@ -303,6 +303,7 @@ def test_fault_mid_batch_leaves_a_journal_that_agrees_and_resumes_exactly(
     assert _quarantined(flow, keys[2]).exists()
     assert (flow.d.store / keys[3]).exists()
 
+    flow.witness()  # the crashed run consumed its witness; the resume is witnessed again
     res = execute(_opts(flow, batch_size=2))
     assert (res.moved, res.moved_bytes, res.skipped) == (len(keys), sum(sizes.values()), {})
     assert res.resumed_batches == 1

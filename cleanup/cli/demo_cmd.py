@@ -23,7 +23,8 @@ def demo(directory: str, output: Output) -> None:
     """Build a local demo store (tenants, a DuckDB metadata database, SSH keys for
     two principals and an allowed_signers file) in DIRECTORY [default ./cleanup-demo]
     and run the guarded flow on it: inventory, snapshot, plan, review report,
-    approve, verify, witness, execute stage 0 (into quarantine), show, status.
+    trust root, approve, verify, execute (refused until witnessed), witness, execute
+    stage 0 (into quarantine), show, status.
     No service is needed."""
     from cleanup.demo import run
 
@@ -32,16 +33,19 @@ def demo(directory: str, output: Output) -> None:
 
 
 def _report(out: dict[str, str]) -> Iterator[str | Rich]:
-    """Steps 10 and 11 of the flow: the plan summary and each stage's state."""
-    from cleanup.journal import stage_state
+    """Steps 11 and 12 of the flow: the plan summary and each stage's state (from the
+    store's stage records)."""
+    from cleanup.published import Published, stage_state
     from cleanup.show import summarize
+    from cleanup.stores import open_store
 
     summary = summarize(out["plan"])
-    yield f"10. cleanup show {out['plan']}"
+    yield f"11. cleanup show {out['plan']}"
     yield plan_summary(summary)
-    yield f"11. cleanup status {out['plan']}"
+    yield f"12. cleanup status {out['plan']}"
+    pub = Published(open_store(out["store"]), out["plan_id"])
     for s in summary["plan"]["stages"]:
-        st = stage_state(out["plan"], int(s["stage"]))
+        st = stage_state(pub, int(s["stage"]))
         yield f"   stage {st.stage}: {st.state}, removed {st.moved}/{s['objects']}"
     yield f"Undo with: cleanup restore {out['plan']} --stage 0"
     yield f"Review report: {out['report']}"

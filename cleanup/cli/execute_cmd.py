@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import click
 
-from cleanup.cli.options import PLAN_REGION_HELP, json_option, store_options
+from cleanup.cli.options import (
+    PLAN_REGION_HELP,
+    anchor_option,
+    json_option,
+    no_allowed_signers,
+    store_options,
+    trust_options,
+)
 from cleanup.cli.output import TEXT, Output, progress_bar
 from cleanup.cli.render import human_bytes, plan_status
 
@@ -16,16 +23,20 @@ from cleanup.cli.render import human_bytes, plan_status
 @click.command()
 @click.argument("plan_dir", type=click.Path(file_okay=False))
 @click.option("--stage", required=True, type=click.IntRange(0), help="The stage to execute.")
-@click.option("--allowed-signers", "allowed", required=True, type=click.Path(dir_okay=False),
-              help="OpenSSH allowed_signers file naming the principals.")
-@click.option("--reconcile-with", "reconcile_with", required=True, metavar="SOURCE",
-              help="Live metadata, read now (taken after the plan's snapshot): a database "
-                   "source as for `cleanup snapshot` with --reconcile-query, or a snapshot "
-                   "Parquet made after the plan's.")
-@click.option("--reconcile-query", help="SQL for a database --reconcile-with source.")
-@click.option("--executor", required=True, help="Your principal name (as in allowed_signers).")
+@no_allowed_signers
+@trust_options
+@click.option("--reconcile-with", "reconcile_with", metavar="SOURCE",
+              help="Optional check: the plan's signed reconciliation source (set by `cleanup "
+                   "plan --reconcile-with`); any other is refused.")
+@click.option("--reconcile-query", help="Optional check: the plan's signed query.")
+@click.option("--executor", required=True,
+              help="The runner's principal name (runner role in the trust root).")
 @click.option("--key", required=True, type=click.Path(dir_okay=False),
-              help="Your SSH key; the executor signs the stage start.")
+              help="The runner's SSH key; it proves the runner's identity.")
+@click.option("--wait", "wait", default="0s", metavar="DURATION",
+              help="Wait this long for a witness of the challenge this run publishes "
+                   "(e.g. 10m) [default: 0s: publish it and exit 4].")
+@anchor_option
 @click.option("--dry-run", is_flag=True,
               help="Reconcile and re-check every batch and report; remove nothing.")
 @click.option("--break-lock", is_flag=True,
@@ -39,29 +50,38 @@ from cleanup.cli.render import human_bytes, plan_status
 @click.option("--health-check-timeout", default=300.0, show_default=True, type=float,
               help="Seconds each --health-check may take.")
 @json_option()
-def execute(plan_dir: str, stage: int, allowed: str, reconcile_with: str,
-            reconcile_query: str | None, executor: str, key: str, dry_run: bool,
+def execute(plan_dir: str, stage: int, trust_root: str | None, config: str | None,
+            reconcile_with: str | None, reconcile_query: str | None, executor: str, key: str,
+            wait: str, anchor: str | None, dry_run: bool,
             break_lock: bool, endpoint_url: str | None, region: str | None, batch_size: int,
             health_checks: tuple[str, ...], health_check_timeout: float,
             output: Output) -> None:
-    """Execute one stage of a verified, witnessed plan.
+    """Execute one stage of a verified, witnessed plan, as the runner.
 
-    Checks I6-I8 (exit 3/4), the stage order, hold and health gate (I10: a read
-    probe of referenced keys and every --health-check), the store's region
-    (I13) and takes the store lock (I12, exit 6). Each batch is reconciled
-    against live metadata (a referenced key halts everything, exit 5),
-    re-checked against the store (changed or missing objects are skipped) and
-    moved to _cleanup/quarantine/<plan-id>/ (or deleted if the plan says
-    quarantine = none). Interrupted? Run the same command again: it resumes.
+    The plan, its manifest and signatures are read from the store
+    (_cleanup/plans/<plan-id>/), only the plan id from PLAN_DIR, and checked
+    against the pinned trust root (I17, I6, I7, I18; exit 3/4). Presence (I8):
+    the run publishes a challenge for the stage; a second principal signs it
+    with `cleanup witness`; without a valid witness the run exits 4 (run it
+    again, or --wait). Then the stage order, hold and health gate from the
+    store's stage records (I10: a read probe of referenced keys and every
+    --health-check), the store's region (I13) and the store lock (I12, exit 6).
+    Each batch is reconciled against the plan's live metadata source (a
+    referenced key halts everything, exit 5), re-checked against the store
+    (changed or missing objects are skipped) and moved to
+    _cleanup/quarantine/<plan-id>/ (or deleted if the plan says quarantine = none).
+    Interrupted? Run the same command again: it resumes.
     """
+    from cleanup.core.timeutil import parse_duration
     from cleanup.executor import ExecuteOptions
     from cleanup.executor import execute as do_execute
 
     with progress_bar("removing" if not dry_run else "checking") as progress:
         res = do_execute(ExecuteOptions(
-            plan_dir=plan_dir, stage=stage, allowed_signers=allowed,
+            plan_dir=plan_dir, stage=stage, trust_root=trust_root, config=config,
             reconcile_with=reconcile_with, reconcile_query=reconcile_query, executor=executor,
-            key=key, dry_run=dry_run, endpoint_url=endpoint_url, region=region,
+            key=key, wait=parse_duration(wait).total_seconds(), anchor=anchor, dry_run=dry_run,
+            endpoint_url=endpoint_url, region=region,
             break_lock=break_lock, batch_size=batch_size, health_checks=health_checks,
             health_timeout=health_check_timeout, progress=progress))
     verb = "would remove" if dry_run else "removed"
@@ -76,15 +96,27 @@ def execute(plan_dir: str, stage: int, allowed: str, reconcile_with: str,
 
 @click.command()
 @click.argument("plan_dir", type=click.Path(file_okay=False))
+@store_options(region=None, endpoint="S3-compatible endpoint of the plan's store.")
 @json_option("Print the status as JSON.")
-def status(plan_dir: str, output: Output) -> None:
-    """Per-stage progress of a plan's execution, from its journal."""
+def status(plan_dir: str, endpoint_url: str | None, output: Output) -> None:
+    """Per-stage progress of a plan's execution, from the store's stage records (what
+    gates execution); from this machine's journal when the store cannot be read."""
     from cleanup.bundle import PlanBundle
+    from cleanup.cli.output import warn
+    from cleanup.errors import CleanupError
     from cleanup.status import plan_status as stage_rows
+    from cleanup.stores import open_store
 
     with PlanBundle.open(plan_dir) as bundle:
         plan, plan_id = bundle.plan, bundle.plan_id
-    rows = stage_rows(plan_dir, plan)
+    try:
+        store = open_store(plan.store, endpoint_url=endpoint_url,
+                           region=plan.region if plan.store.startswith("s3") else None)
+        rows = stage_rows(plan_dir, plan, store=store, plan_id=plan_id)
+    except CleanupError as exc:
+        warn(f"warning: the store's stage records could not be read ({exc.message}); "
+             "showing this machine's journal")
+        rows = stage_rows(plan_dir, plan)
     output.result({"plan_id": plan_id, "stages": rows}, lambda: plan_status(plan_id, rows))
 
 
@@ -109,16 +141,29 @@ def restore(plan_dir: str, stage: int | None, key: str | None, endpoint_url: str
 @click.command()
 @click.argument("plan_dir", type=click.Path(file_okay=False))
 @click.option("--stage", required=True, type=click.IntRange(0), help="The stage to purge.")
-@click.option("--allowed-signers", "allowed", required=True, type=click.Path(dir_okay=False),
-              help="OpenSSH allowed_signers file naming the principals.")
-@click.option("--executor", required=True, help="Your principal name.")
+@no_allowed_signers
+@trust_options
+@click.option("--executor", required=True, help="The runner's principal name.")
+@click.option("--key", required=True, type=click.Path(dir_okay=False),
+              help="The runner's SSH key.")
+@click.option("--wait", "wait", default="0s", metavar="DURATION",
+              help="Wait this long for a witness of the purge challenge [default: 0s].")
+@anchor_option
 @store_options(region=PLAN_REGION_HELP)
-def purge(plan_dir: str, stage: int, allowed: str, executor: str, endpoint_url: str | None,
+def purge(plan_dir: str, stage: int, trust_root: str | None, config: str | None,
+          executor: str, key: str, wait: str, anchor: str | None, endpoint_url: str | None,
           region: str | None) -> None:
-    """Permanently remove a completed stage's quarantine after its retention (I11).
-    Needs the same sign-off as execution: verified plan and a fresh witness."""
+    """Permanently remove a completed stage's quarantine after its retention (I11),
+    measured from the store's record of the stage's end by the store's clock. Needs the
+    same sign-off as execution and a witness of a purge challenge (`cleanup witness
+    PLAN --stage N --action purge`). Only keys the store's stage records show
+    quarantined are touched."""
+    from cleanup.core.timeutil import parse_duration
+    from cleanup.executor import PurgeOptions
     from cleanup.executor import purge as do_purge
 
-    n = do_purge(plan_dir, stage=stage, allowed_signers=allowed, executor=executor,
-                 endpoint_url=endpoint_url, region=region)
+    n = do_purge(PurgeOptions(plan_dir=plan_dir, stage=stage, executor=executor, key=key,
+                              trust_root=trust_root, config=config,
+                              wait=parse_duration(wait).total_seconds(), anchor=anchor,
+                              endpoint_url=endpoint_url, region=region))
     TEXT.text(f"purged {n} quarantined objects of stage {stage}")

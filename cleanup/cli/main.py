@@ -18,8 +18,9 @@ from cleanup.cli.execute_cmd import execute, purge, restore, status
 from cleanup.cli.output import error_line
 from cleanup.cli.plan_cmd import plan, review, show
 from cleanup.cli.runbook_cmd import runbook_group
-from cleanup.cli.signoff_cmd import approve, verify, witness
+from cleanup.cli.signoff_cmd import approve, fetch, publish, verify, witness
 from cleanup.cli.store_cmd import audit, inventory, snapshot
+from cleanup.cli.trust_cmd import trust_group
 from cleanup.core.names import (
     EXIT_BUG,
     EXIT_CODES,
@@ -77,8 +78,9 @@ def cli() -> None:
     """
 
 
-for _command in (inventory, snapshot, plan, show, review, approve, verify, witness, execute,
-                 status, restore, purge, audit, demo, runbook_group):
+for _command in (inventory, snapshot, plan, show, review, publish, fetch, approve, verify,
+                 witness, execute, status, restore, purge, audit, trust_group, demo,
+                 runbook_group):
     cli.add_command(_command)
 
 

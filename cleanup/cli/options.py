@@ -115,3 +115,41 @@ def check_output(path: str, option: str = "-o") -> None:
     from cleanup.inputs import check_output_path
 
     check_output_path(path, option)
+
+
+TRUST_ROOT_HELP = ("sha256 of the trust root's version 1 (the runner's pin; default: "
+                   "CLEANUP_TRUST_ROOT, then trust_root in --config / ./cleanup.toml).")
+
+
+def trust_options(f: FC) -> FC:
+    """``--trust-root`` and ``--config``: where the runner's pin of the trust root comes
+    from (I17). Principals are never read from a file named on the command line."""
+    f = click.option("--config", type=click.Path(dir_okay=False),
+                     help="The runner's reviewed cleanup.toml [default: ./cleanup.toml].")(f)
+    return click.option("--trust-root", "trust_root", metavar="sha256:HEX",
+                        help=TRUST_ROOT_HELP)(f)
+
+
+def anchor_option(f: FC) -> FC:
+    return click.option("--anchor", metavar="STORE",
+                        help="A second store that receives a copy of the audit head after "
+                             "every entry (S3 Object Lock where the bucket has it) [default: "
+                             "[audit] anchor in the config].")(f)
+
+
+def refuse_allowed_signers(_ctx: click.Context, _param: click.Parameter,
+                           value: str | None) -> None:
+    """``--allowed-signers`` cannot authorize an action (I17): refuse it with the way."""
+    if value is not None:
+        from cleanup.core.names import I17
+        from cleanup.errors import SignoffError
+
+        raise SignoffError(f"{I17}: --allowed-signers cannot authorize this: principals "
+                           "come only from the store's trust root, pinned by the runner",
+                           hint="drop --allowed-signers; pin the trust root with --trust-root, "
+                                "CLEANUP_TRUST_ROOT or trust_root in cleanup.toml")
+
+
+def no_allowed_signers(f: FC) -> FC:
+    return click.option("--allowed-signers", hidden=True, expose_value=False,
+                        callback=refuse_allowed_signers)(f)

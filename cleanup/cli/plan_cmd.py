@@ -27,10 +27,11 @@ from cleanup.errors import UsageError
 
 @click.command()
 @click.option("--store", required=True, help="The store: a directory or s3://bucket/prefix/.")
-@click.option("--inventory", "inventory_path", required=True, type=click.Path(dir_okay=False),
-              help="Inventory Parquet from `cleanup inventory` of the same store.")
-@click.option("--snapshot", "snapshot_path", required=True, type=click.Path(dir_okay=False),
-              help="Snapshot Parquet from `cleanup snapshot`.")
+@click.option("--inventory", "inventory_path", required=True, type=click.Path(),
+              help="Inventory Parquet from `cleanup inventory` of the same store (a file, "
+                   "or a directory or quoted glob of its shards).")
+@click.option("--snapshot", "snapshot_path", required=True, type=click.Path(),
+              help="Snapshot Parquet from `cleanup snapshot` (a file, directory or glob).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
               help="Plan directory to create (must not exist or be empty).")
 @click.option("--buffer", type=DURATION, help="cutoff = snapshot taken_at - buffer "
@@ -69,6 +70,15 @@ from cleanup.errors import UsageError
                    "to disk.")
 @click.option("--threads", type=click.IntRange(1, 1024),
               help="DuckDB worker threads [default: one per CPU core].")
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb",
+              show_default=True, help="Where the anti-join runs: embedded DuckDB, or Apache "
+                                      "Spark (needs `pip install 'cleanup[spark]'` and Java). "
+                                      "Same manifest and plan id either way.")
+@click.option("--spark-master", metavar="URL",
+              help="Spark master (local[2], spark://host:7077, yarn, k8s://...) [default: "
+                   "spark-submit's, else local[*]].")
+@click.option("--spark-conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
+              help="A Spark setting, e.g. spark.hadoop.fs.s3a.endpoint=URL. Repeatable.")
 @click.option("--config", "config", type=click.Path(dir_okay=False),
               help="Policy file (TOML, a [policy] table) [default: ./cleanup.toml if present].")
 @click.option("--author", required=True, help="Your principal name (as in allowed_signers).")
@@ -81,6 +91,16 @@ from cleanup.errors import UsageError
               help="Plan although references absent from the inventory differ from an "
                    "inventory key only by encoding or Unicode form (I4). Recorded and shown "
                    "first to reviewers.")
+@click.option("--reconcile-with", "reconcile_with", metavar="SOURCE",
+              help="The live metadata execution reconciles each batch against (I9): a "
+                   "database source as for `cleanup snapshot` (with --reconcile-query), or a "
+                   "snapshot Parquet read from one. Signed with the plan (I19); needed to "
+                   "execute it.")
+@click.option("--reconcile-query", help="SQL for a database --reconcile-with source.")
+@click.option("--trust-root", "trust_root", metavar="sha256:HEX",
+              help="Pinned digest of the store's trust root version 1 (I17) [default: "
+                   "CLEANUP_TRUST_ROOT, then trust_root in the config]. Recorded in the plan; "
+                   "its floors bound the policy. Without one the plan cannot be executed.")
 @json_option("Print plan id and counts as JSON.")
 def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
          buffer: timedelta | None, cutoff: datetime | None, region: str | None,
@@ -88,8 +108,10 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
          hold: timedelta | None, quarantine: str, max_delete_fraction: float | None,
          max_missing_refs: float | None, sentinels: tuple[str, ...],
          sentinel_file: IO[str] | None, override_minimums: bool, unsafe_store: bool,
-         memory_limit: str, threads: int | None, config: str | None, author: str,
+         memory_limit: str, threads: int | None, engine: str, spark_master: str | None,
+         spark_conf: tuple[str, ...], config: str | None, author: str,
          key: str, foreign_refs_ok: tuple[str, ...], accept_near_misses: bool,
+         reconcile_with: str | None, reconcile_query: str | None, trust_root: str | None,
          output: Output) -> None:
     """Compute the deletion set and write a signed, content-addressed plan.
 
@@ -114,6 +136,7 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
         except UnicodeDecodeError as exc:
             raise UsageError(f"config {config} is not UTF-8 text ({exc.reason} at byte "
                              f"{exc.start})", hint="TOML files are UTF-8") from None
+        overrides += [f"{d} from {config}" for d in defaults.differences()]
     for name, value in (("max_delete_fraction", max_delete_fraction),
                         ("max_missing_refs", max_missing_refs)):
         if value is not None and value != getattr(defaults, name):
@@ -137,8 +160,11 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
         stages=stages, hold=hold, quarantine=quarantine,
         policy=defaults.with_values(values), policy_overrides=tuple(overrides),
         override_minimums=override_minimums, sentinels=tuple(sents), memory_limit=memory_limit,
-        threads=threads, unsafe_store_without_conditional_writes=unsafe_store,
+        threads=threads, engine=engine, spark_master=spark_master, spark_conf=spark_conf,
+        unsafe_store_without_conditional_writes=unsafe_store,
         foreign_refs_ok=foreign_refs_ok, accept_near_misses=accept_near_misses,
+        reconcile_with=reconcile_with, reconcile_query=reconcile_query,
+        trust_root=trust_root, config=config,
     )
     res = make_plan(opts)
     m = res.plan.manifest

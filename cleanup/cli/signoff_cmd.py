@@ -45,9 +45,19 @@ def approve(plan_dir: str, signer: str, key: str, comment: str, yes: bool,
                              hint="review with `cleanup show`, then pass --yes")
         TEXT.text(plan_summary(summarize(plan_dir)))
         click.confirm(f"Approve this plan as {signer}?", abort=True)
+    from cleanup.errors import CleanupError
+    from cleanup.signoff import publish
+
     plan_id, path = do_approve(plan_dir, signer, key, comment)
+    try:
+        publish(plan_dir, endpoint_url)
+    except CleanupError as exc:
+        warn(f"warning: the approval is not published in the plan's store yet ({exc.message}); "
+             "it counts only from the moment the store records it: run `cleanup publish "
+             f"{plan_dir}`")
     problem = audit_plan_event(plan, "approval", plan_id=plan_id, principal=signer,
-                               details={"comment": comment}, endpoint_url=endpoint_url)
+                               details={"comment": comment}, endpoint_url=endpoint_url,
+                               key=key)
     if problem:
         warn(problem)
     output.result({"plan_id": plan_id, "signer": signer, "approval": path},
@@ -82,28 +92,69 @@ def verify(plan_dir: str, allowed: str, output: Output) -> None:
 @click.command()
 @click.argument("plan_dir", type=click.Path(file_okay=False))
 @click.option("--stage", required=True, type=click.IntRange(0), help="The stage you witness.")
-@click.option("--signer", required=True, help="Your principal name (as in allowed_signers).")
+@click.option("--action", type=click.Choice(["execute", "purge"]), default="execute",
+              show_default=True, help="What the runner is about to do.")
+@click.option("--signer", required=True, help="Your principal name (witness role).")
 @click.option("--key", required=True, type=click.Path(dir_okay=False),
               help="SSH key to sign with.")
 @store_options(region=None, endpoint=AUDIT_ENDPOINT_HELP)
 @json_option()
-def witness(plan_dir: str, stage: int, signer: str, key: str, endpoint_url: str | None,
-            output: Output) -> None:
-    """Sign that you are present for STAGE's execution (I8, namespace cleanup-witness).
+def witness(plan_dir: str, stage: int, action: str, signer: str, key: str,
+            endpoint_url: str | None, output: Output) -> None:
+    """Witness the runner's ACTION of STAGE, now (I8): sign the challenge it published in
+    the store when it started (nonce, plan id, stage, action, audit head).
 
-    The executor needs a witness other than itself, made at most policy
-    witness_ttl (60m) before the stage starts.
+    The runner accepts your signature once, for that action, stage and run, if the
+    store recorded it within policy witness_ttl (60m) and you are not the runner.
     """
-    from cleanup.bundle import PlanBundle
     from cleanup.signoff import audit_plan_event
     from cleanup.signoff import witness as do_witness
 
-    plan_id, path = do_witness(plan_dir, stage, signer, key)
+    plan_id, challenge, doc = do_witness(plan_dir, stage, signer, key, action, endpoint_url)
+    from cleanup.bundle import PlanBundle
+
     with PlanBundle.open(plan_dir) as bundle:
         plan = bundle.plan
     problem = audit_plan_event(plan, "witness", plan_id=plan_id, principal=signer,
-                               details={"stage": stage}, endpoint_url=endpoint_url)
+                               details={"stage": stage, "action": action,
+                                        "challenge": challenge}, endpoint_url=endpoint_url,
+                               key=key)
     if problem:
         warn(problem)
-    output.result({"plan_id": plan_id, "stage": stage, "signer": signer, "witness": path},
-                  f"witnessed stage {stage} of plan {plan_id} as {signer} -> {path}")
+    output.result({"plan_id": plan_id, "stage": stage, "action": action, "signer": signer,
+                   "challenge": challenge, "runner": doc.get("executor")},
+                  f"witnessed {action} of stage {stage} of plan {plan_id} by "
+                  f"{doc.get('executor')} as {signer} (challenge {challenge})")
+
+
+@click.command()
+@click.argument("plan_dir", type=click.Path(file_okay=False))
+@store_options(region=None, endpoint=AUDIT_ENDPOINT_HELP)
+@json_option()
+def publish(plan_dir: str, endpoint_url: str | None, output: Output) -> None:
+    """Publish PLAN_DIR's plan, manifest and signatures to the plan's store
+    (_cleanup/plans/<plan-id>/; `cleanup plan` and `cleanup approve` do it). Nothing
+    published is ever replaced."""
+    from cleanup.signoff import publish as do_publish
+
+    plan_id, new = do_publish(plan_dir, endpoint_url)
+    output.result({"plan_id": plan_id, "published": new},
+                  f"plan {plan_id}: published {len(new)} new file(s)")
+
+
+@click.command()
+@click.argument("store")
+@click.argument("plan_id")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
+              help="Local directory to create (the reviewer's copy).")
+@store_options(region="S3 region.")
+@json_option()
+def fetch(store: str, plan_id: str, out: str, endpoint_url: str | None, region: str | None,
+          output: Output) -> None:
+    """Copy the plan PLAN_ID published in STORE into a new local directory, verified
+    (plan.json hashes to PLAN_ID, the manifest matches it): review and approve it on any
+    machine that can read the store."""
+    from cleanup.signoff import fetch as do_fetch
+
+    path = do_fetch(store, plan_id, out, endpoint_url, region)
+    output.result({"plan_id": plan_id, "plan_dir": path}, f"plan {plan_id} -> {path}")

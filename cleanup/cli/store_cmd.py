@@ -6,11 +6,18 @@ The library is imported inside each command: ``cleanup --help`` pays only for cl
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import click
 
-from cleanup.cli.options import TIME, check_output, json_option, store_options
+from cleanup.cli.options import (
+    DURATION,
+    TIME,
+    check_output,
+    json_option,
+    store_options,
+    trust_options,
+)
 from cleanup.cli.output import Output, progress_bar
 from cleanup.cli.render import human_bytes
 from cleanup.core.names import I14
@@ -56,7 +63,7 @@ def inventory(store: str, out: str, manifest: str | None, endpoint_url: str | No
 
 
 @click.command()
-@click.argument("source")
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="Parquet file to write.")
 @click.option("--query", help="SQL whose first column holds the references "
@@ -72,10 +79,14 @@ def inventory(store: str, out: str, manifest: str | None, endpoint_url: str | No
 @click.option("--ref-base", metavar="URL",
               help="Base that relative references are resolved against "
                    "[default: the plan's store root].")
+@click.option("--retention", type=DURATION,
+              help="delta:// sources: files removed within this window stay referenced "
+                   "(time travel) [default: the table's delta.deletedFileRetentionDuration, "
+                   "else 7d; at least 24h and the table's own].")
 @json_option()
-def snapshot(source: str, out: str, query: str | None, column: str | None,
+def snapshot(sources: tuple[str, ...], out: str, query: str | None, column: str | None,
              taken_at: datetime | None, ref_encoding: str, ref_base: str | None,
-             output: Output) -> None:
+             retention: timedelta | None, output: Output) -> None:
     """Capture the keys that metadata references, with the time they were true.
 
     \b
@@ -85,15 +96,22 @@ def snapshot(source: str, out: str, query: str | None, column: str | None,
       meta.sqlite | sqlite:///path   SQLite file (--query)
       postgresql://user@host/db      PostgreSQL (--query), read in one REPEATABLE READ
                                      transaction whose own now() becomes taken_at
+      delta://PATH | delta://s3://b/p  a Delta table: live files, files removed
+                                     within --retention, deletion vectors, CDC, the log
+      iceberg://CATALOG/NS[.TABLE]   Iceberg tables of a pyiceberg catalog: every file
+                                     of every snapshot still in the metadata
     References may be store-relative keys or full URLs/paths (s3://, s3a://,
     file:/, file:///, S3 HTTPS URLs); they are resolved against the store at
     plan time by one resolver (I4). Secrets are never recorded.
+
+    Several SOURCEs (for example every Delta table of a prefix and one database) are
+    merged: the union of their references, the earliest taken_at, each one recorded.
     """
-    from cleanup.snapshot import take_snapshot
+    from cleanup.snapshot import take_snapshots
 
     check_output(out)
-    res = take_snapshot(source, out, query=query, column=column, taken_at=taken_at,
-                        ref_encoding=ref_encoding, ref_base=ref_base)
+    res = take_snapshots(list(sources), out, query=query, column=column, taken_at=taken_at,
+                         ref_encoding=ref_encoding, ref_base=ref_base, retention=retention)
     output.result(res.to_json, lambda: (
         f"{res.rows} references from {res.source} taken_at {res.to_json()['taken_at']} "
         f"({res.taken_at_clock}) -> {res.path}"))
@@ -106,19 +124,41 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.argument("store")
+@click.option("--anchor", metavar="STORE",
+              help="The anchor store that holds copies of STORE's heads: each must still be "
+                   "an entry of the log.")
+@click.option("--signatures", is_flag=True,
+              help="Also check that every entry naming a principal is signed by them, "
+                   "against the pinned trust root (--trust-root / CLEANUP_TRUST_ROOT / "
+                   "cleanup.toml).")
+@trust_options
 @store_options()
 @json_option()
-def audit_verify(store: str, endpoint_url: str | None, region: str | None,
+def audit_verify(store: str, anchor: str | None, signatures: bool, trust_root: str | None,
+                 config: str | None, endpoint_url: str | None, region: str | None,
                  output: Output) -> None:
-    """Check that no audit entry of STORE was edited, removed or reordered (exit 3 if so).
+    """Check that no audit entry of STORE was edited, removed or reordered, and that the
+    log is not shorter than its head object, any head a plan's records saw, or the anchor
+    (exit 3 naming I14 if so)."""
+    from contextlib import ExitStack
 
-    Prints the head hash: keep it, and compare later to detect truncation."""
     from cleanup import audit as audit_log
+    from cleanup.published import all_referenced_heads
     from cleanup.stores import open_store
 
-    rep = audit_log.verify(open_store(store, endpoint_url=endpoint_url, region=region))
-    output.result(rep.to_json, lambda: [
-        f"{rep.entries} entries, head {rep.head}: {'intact' if rep.ok else 'BROKEN'}",
-        *(f"  {p}" for p in rep.problems)])
+    s = open_store(store, endpoint_url=endpoint_url, region=region)
+    anchor_store = open_store(anchor, endpoint_url=endpoint_url) if anchor else None
+    with ExitStack() as stack:
+        allowed = None
+        if signatures:
+            from cleanup import trust
+
+            allowed = stack.enter_context(trust.current(s, trust_root, config)
+                                          .allowed_signers())
+        rep = audit_log.verify(s, all_referenced_heads(s), anchor=anchor_store,
+                               allowed_signers=allowed)
+        output.result(rep.to_json, lambda: [
+            f"{rep.entries} entries, head {rep.head}: {'intact' if rep.ok else 'BROKEN'}",
+            *(f"  {p}" for p in rep.problems)])
     if not rep.ok:
         raise InvariantViolation(I14, "; ".join(rep.problems[:3]))

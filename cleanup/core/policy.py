@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
 from typing import Any
 
-from cleanup.core.names import I1, I10
+from cleanup.core.names import I1, I7, I10
 from cleanup.core.timeutil import format_duration, parse_duration
 from cleanup.errors import InvariantViolation, UsageError
 
@@ -75,6 +75,13 @@ class Policy:
                 changes[name] = raw
         return replace(self, **changes)
 
+    def differences(self) -> list[str]:
+        """``name = value (default d)`` for every value that is not the default: a config
+        value is an override too, listed for reviewers (no config loosens silently)."""
+        base = Policy().to_json()
+        return [f"{k} = {v} (default {base[k]})" for k, v in self.to_json().items()
+                if v != base[k]]
+
     def check_floors(self, override_minimums: bool) -> list[str]:
         """Names of the floors this policy lowers; refuse unless overridden explicitly."""
         lowered = []
@@ -97,8 +104,12 @@ class Policy:
         return lowered
 
 
-def load_policy_file(path: str) -> tuple[Policy, dict[str, Any]]:
-    """Read ``[policy]`` from a cleanup.toml; validate every value; refuse unknown keys."""
+CONFIG_KEYS = frozenset({"policy", "trust_root", "audit"})
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """A cleanup.toml as a table: ``[policy]``, ``trust_root`` (the pinned digest of the
+    trust root's version 1) and ``[audit]`` (``anchor``); unknown keys are refused."""
     import tomllib
 
     try:
@@ -112,13 +123,25 @@ def load_policy_file(path: str) -> tuple[Policy, dict[str, Any]]:
         raise UsageError(f"config {path} is not UTF-8 text") from None
     except OSError as exc:
         raise UsageError(f"config {path}: {exc.strerror}") from None
-    unknown = set(doc) - {"policy"}
+    unknown = set(doc) - CONFIG_KEYS
     if unknown:
         raise UsageError(f"config {path}: unknown table(s) {sorted(unknown)}",
-                         hint="policy values go under [policy]")
+                         hint="policy values go under [policy]; also allowed: trust_root, "
+                              "[audit]")
+    return doc
+
+
+def load_policy_file(path: str) -> tuple[Policy, dict[str, Any]]:
+    """Read ``[policy]`` from a cleanup.toml; validate every value; refuse unknown keys."""
+    doc = read_config(path)
     values = doc.get("policy", {})
     if not isinstance(values, dict):
         raise UsageError(f"config {path}: [policy] must be a table")
+    if values.get("min_approvals") == 0:
+        raise InvariantViolation(I7, f"config {path}: min_approvals = 0: at least one approval "
+                                     "by another principal is always needed",
+                                 hint="min_approvals >= 1; no config can waive the two-person "
+                                      "rule")
     try:
         return Policy().with_values(values), values
     except UsageError as exc:

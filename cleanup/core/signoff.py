@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from cleanup.core.invariants import Check
-from cleanup.core.names import I7, I8
+from cleanup.core.names import I7, I8, I18
 from cleanup.core.timeutil import format_duration, format_time
 
 VALID = "valid"
@@ -22,7 +22,8 @@ VALID = "valid"
 CRYPTO_STATES = ("bad-signature", "unknown-key", "wrong-namespace", "key-expired",
                  "key-not-yet-valid", "signer-mismatch", "malformed")
 STATES = (VALID, *CRYPTO_STATES, "plan-changed", "self-approval", "expired", "from-the-future",
-          "wrong-stage", "is-executor")
+          "wrong-stage", "is-executor", "not-recorded", "clock-disagrees", "predates-plan",
+          "no-role")
 
 
 @dataclass(frozen=True)
@@ -45,19 +46,29 @@ class Signature:
     stage: int | None = None
     detail: str = ""
     state: str = ""
+    #: when the store recorded it (server Last-Modified); None when read from a local file
+    recorded_at: datetime | None = None
 
     def to_json(self) -> dict[str, object]:
         return {"path": self.path, "role": self.role, "signer": self.signer,
                 "plan_id": self.plan_id, "stage": self.stage,
                 "signed_at": format_time(self.signed_at) if self.signed_at else None,
                 "fingerprint": self.fingerprint, "comment": self.comment,
+                "recorded_at": format_time(self.recorded_at) if self.recorded_at else None,
                 "state": self.state, "detail": self.detail}
 
 
 def classify(sig: Signature, *, plan_id: str, author: str, author_fingerprint: str | None,
              now: datetime, ttl: timedelta, max_skew: timedelta,
-             stage: int | None = None, executor: str | None = None) -> Signature:
-    """The final state of ``sig``: the first reason it does not count, or ``valid``."""
+             stage: int | None = None, executor: str | None = None,
+             store_time: bool = False, plan_created: datetime | None = None,
+             has_role: bool = True) -> Signature:
+    """The final state of ``sig``: the first reason it does not count, or ``valid``.
+
+    With ``store_time`` (I18) the signature counts from the store's record time, which
+    must agree with its signed time within ``max_skew``; and neither may predate the
+    plan's creation (``plan_created``).
+    """
 
     def out(state: str, detail: str) -> Signature:
         return replace(sig, state=state, detail=detail)
@@ -70,6 +81,19 @@ def classify(sig: Signature, *, plan_id: str, author: str, author_fingerprint: s
                                    "was copied from another plan)")
     if sig.signed_at is None:
         return out("malformed", "no signed time in the signed JSON")
+    if not has_role:
+        return out("no-role", f"{sig.signer} has no {sig.role} role in the trust root")
+    if store_time:
+        if sig.recorded_at is None:
+            return out("not-recorded", "not published in the store")
+        if abs(sig.recorded_at - sig.signed_at) > max_skew:
+            return out("clock-disagrees", f"{I18}: signed_at {format_time(sig.signed_at)} but "
+                                          f"recorded by the store at "
+                                          f"{format_time(sig.recorded_at)}")
+    if plan_created is not None and min(sig.signed_at, sig.recorded_at or sig.signed_at) \
+            < plan_created - max_skew:
+        return out("predates-plan", f"{I18}: signed at {format_time(sig.signed_at)}, before "
+                                    f"the plan was made ({format_time(plan_created)})")
     if sig.signed_at > now + max_skew:
         return out("from-the-future", f"signed at {format_time(sig.signed_at)}, after now "
                                       f"{format_time(now)}")
@@ -83,8 +107,9 @@ def classify(sig: Signature, *, plan_id: str, author: str, author_fingerprint: s
         if executor is not None and sig.signer == executor:
             return out("is-executor", f"{sig.signer} is the executor; the witness must be "
                                       "someone else")
-    if sig.role in ("approver", "witness") and now - sig.signed_at > ttl:
-        return out("expired", f"signed {format_duration(now - sig.signed_at)} ago, older than "
+    counted_from = sig.recorded_at if store_time and sig.recorded_at else sig.signed_at
+    if sig.role in ("approver", "witness") and now - counted_from > ttl:
+        return out("expired", f"signed {format_duration(now - counted_from)} ago, older than "
                               f"{format_duration(ttl)}")
     return out(VALID, "ok")
 

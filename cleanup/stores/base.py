@@ -93,8 +93,10 @@ class Store(Protocol):
         ...
 
     def probe_clock(self) -> ClockProbe:
-        """Write, read back and remove a probe under ``_cleanup/clock/``: the store's
-        clock bracketed by ours (I15). This writes: a dry run cannot do it."""
+        """Write and read back a probe under ``_cleanup/clock/`` (removed again, or the one
+        object ``_cleanup/clock/probe`` overwritten each time where principals may not
+        delete): the store's clock bracketed by ours (I15, I18). This writes: a dry run
+        cannot do it."""
         ...
 
     def region(self) -> str:
@@ -215,6 +217,32 @@ class ConditionalStore(Protocol):
 
     def conditional_writes_honoured(self) -> bool:
         """True if a second ``put_if_absent`` of an existing key is refused."""
+        ...
+
+
+@runtime_checkable
+class ReplaceableStore(Protocol):
+    """Optional: compare-and-swap of one object (S3 ``If-Match`` on PutObject; local: an
+    exclusive lock and an etag compare). The audit log's head object uses it so that its
+    updates are linearizable (I14)."""
+
+    def put_if_match(self, key: str, data: bytes, etag: str | None) -> bool:
+        """Replace ``key`` only if its current etag is ``etag`` (``None``: only if absent);
+        False if it changed (nothing written)."""
+        ...
+
+
+@runtime_checkable
+class RetainingStore(Protocol):
+    """Optional: write an object under retention that nobody can shorten (S3 Object Lock,
+    compliance mode), for the audit anchor (I14)."""
+
+    def retention_supported(self) -> bool:
+        """True if the bucket has Object Lock enabled."""
+        ...
+
+    def put_retained(self, key: str, data: bytes, days: int) -> None:
+        """Create ``key`` (if absent) locked for ``days`` days."""
         ...
 
 

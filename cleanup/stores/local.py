@@ -193,6 +193,35 @@ class LocalStore:
         _fsync_dir(p.parent)
         return True
 
+    def put_if_match(self, key: str, data: bytes, etag: str | None) -> bool:
+        """Compare-and-swap under an exclusive ``flock`` of a sibling lock file:
+        :class:`ReplaceableStore`."""
+        import fcntl
+
+        if etag is None:
+            return self.put_if_absent(key, data)
+        p = self._path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p.with_name(f".{p.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                return False
+            if _etag(st) != etag:
+                return False
+            tmp = _tmp_sibling(p)
+            try:
+                _write_new(tmp, data)
+                os.replace(tmp, p)
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(p.parent)
+            return True
+        finally:
+            os.close(fd)
+
     def conditional_writes_honoured(self) -> bool:
         """Always: ``link`` refuses an existing name on every file system that has it
         (one that lacks it raises, it never silently overwrites). :class:`ConditionalStore`."""

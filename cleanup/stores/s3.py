@@ -151,17 +151,17 @@ class S3Store:
                 raise StoreError(f"{self.ref.url}: truncated listing without a continuation token")
 
     def probe_clock(self) -> ClockProbe:
-        key = f"{self.ref.prefix}{RESERVED_PREFIX}clock/probe-{uuid.uuid4().hex}"
+        """Overwrite the one probe object ``_cleanup/clock/probe`` and read its
+        Last-Modified back. Nothing is deleted: principals may write but never delete (the
+        bucket policies of ``cleanup trust iam-policy``); a concurrent probe's write is a
+        reading of the same clock at the same moment."""
+        key = f"{self.ref.prefix}{RESERVED_PREFIX}clock/probe"
         before = datetime.now(UTC)
         self._call("PutObject (clock probe)", self.client.put_object,
-                   Bucket=self.ref.bucket, Key=key, Body=b"clock probe\n")
+                   Bucket=self.ref.bucket, Key=key, Body=f"clock probe {uuid.uuid4().hex}\n")
         after = datetime.now(UTC)
-        try:
-            head = self._call("HeadObject (clock probe)", self.client.head_object,
-                              Bucket=self.ref.bucket, Key=key)
-        finally:
-            self._call("DeleteObject (clock probe)", self.client.delete_object,
-                       Bucket=self.ref.bucket, Key=key)
+        head = self._call("HeadObject (clock probe)", self.client.head_object,
+                          Bucket=self.ref.bucket, Key=key)
         return ClockProbe(head["LastModified"].astimezone(UTC), self.precision, before, after)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
@@ -173,6 +173,53 @@ class S3Store:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise StoreError(f"{self.ref.url}: PutObject {key} failed "
+                             f"({s3_error_message(exc)})") from None
+        return True
+
+    def retention_supported(self) -> bool:
+        """Object Lock enabled on the bucket: :class:`RetainingStore`."""
+        from botocore.exceptions import ClientError
+
+        try:
+            cfg = self.client.get_object_lock_configuration(Bucket=self.ref.bucket)
+        except ClientError:
+            return False
+        return cfg.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+
+    def put_retained(self, key: str, data: bytes, days: int) -> None:
+        """Create ``key`` under COMPLIANCE retention for ``days`` days (If-None-Match)."""
+        from botocore.exceptions import ClientError
+
+        until = datetime.now(UTC) + timedelta(days=days)
+        try:
+            self.client.put_object(Bucket=self.ref.bucket, Key=self.ref.prefix + key, Body=data,
+                                   IfNoneMatch="*", ObjectLockMode="COMPLIANCE",
+                                   ObjectLockRetainUntilDate=until,
+                                   ChecksumAlgorithm="SHA256")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412"):
+                return
+            raise StoreError(f"{self.ref.url}: PutObject {key} (retained) failed "
+                             f"({s3_error_message(exc)})") from None
+
+    def put_if_match(self, key: str, data: bytes, etag: str | None) -> bool:
+        """PutObject with ``If-Match`` (or ``If-None-Match: *``): :class:`ReplaceableStore`.
+        A server that ignores the header (rclone) makes this a plain put; the lock probe
+        (I12) already refuses such stores for execution unless the plan says otherwise."""
+        from botocore.exceptions import ClientError
+
+        if etag is None:
+            return self.put_if_absent(key, data)
+        try:
+            self.client.put_object(Bucket=self.ref.bucket, Key=self.ref.prefix + key, Body=data,
+                                   IfMatch=f'"{etag}"')
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409",
+                        "NoSuchKey", "404"):
                 return False
             raise StoreError(f"{self.ref.url}: PutObject {key} failed "
                              f"({s3_error_message(exc)})") from None

@@ -1,7 +1,8 @@
 """Store conformance: every method's written contract (cleanup/stores/base.py), run
 against every store kind the factories in tests/contract/conftest.py build (local
-directory, moto_server, rclone serve s3). Where a kind does not honour something, its
-row in the capability table says so and the test asserts the documented fallback."""
+directory, moto_server, rclone serve s3, fake-gcs-server, Azurite). Where a kind does not
+honour something, its row in the capability table says so and the test asserts the
+documented fallback."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def test_listing_is_exactly_once_with_metadata_and_exact_keys(sut: StoreUnderTes
     for o in listed:
         assert o.size == len(body(o.key))
         assert o.etag
-        if sut.name != "local":
+        if sut.name != "local" and sut.caps.md5_etag:
             assert o.etag == hashlib.md5(body(o.key)).hexdigest()  # noqa: S324
         assert o.last_modified.tzinfo is not None
         # Never earlier than the write: the write is in [lm, lm + precision).
@@ -241,7 +242,8 @@ def test_clock_probe_brackets_the_store_clock(sut: StoreUnderTest) -> None:
     probe = sut.store.probe_clock()
     assert probe.local_before <= probe.local_after
     assert abs(probe.skew()) <= timedelta(seconds=2)  # same host
-    assert sut.store.list_keys("_cleanup/clock/") == []
+    # At most the one probe object (S3 overwrites it and never deletes: principals may not).
+    assert sut.store.list_keys("_cleanup/clock/") in ([], ["_cleanup/clock/probe"])
 
 
 def test_versioning_is_reported_as_the_server_keeps_it(sut: StoreUnderTest) -> None:
