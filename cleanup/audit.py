@@ -269,6 +269,8 @@ class AuditReport:
     head: str
     problems: list[str]
     last_seq: int = 0
+    #: challenges that a ``witness-consumed`` entry names (I8: used, whatever else says)
+    consumed: frozenset[str] = frozenset()
 
     @property
     def head_ref(self) -> str:
@@ -293,6 +295,7 @@ def verify(store: Store, referenced: Sequence[str] = (), *, anchor: Store | None
     keys = [k for k in store.list_keys(AUDIT_PREFIX) if not _is_temp(k)]
     problems: list[str] = []
     hashes: dict[int, str] = {}
+    consumed: set[str] = set()
     prev = GENESIS
     expected = 1
     for key in keys:
@@ -319,6 +322,9 @@ def verify(store: Store, referenced: Sequence[str] = (), *, anchor: Store | None
                                 "(an earlier entry was edited, removed or reordered)")
             if canonical_json(entry) != data:
                 problems.append(f"{key}: not in canonical form (edited by hand?)")
+            details = entry.get("details")
+            if entry.get("event") == "witness-consumed" and isinstance(details, dict):
+                consumed.add(str(details.get("challenge")))
         prev = hashlib.sha256(data).hexdigest()
         hashes[seq] = prev
         expected = seq + 1
@@ -340,7 +346,7 @@ def verify(store: Store, referenced: Sequence[str] = (), *, anchor: Store | None
         problems += _check_anchor(store, anchor, hashes)
     if allowed_signers is not None:
         problems += _check_signatures(store, keys, allowed_signers)
-    return AuditReport(len(keys), prev, problems, last)
+    return AuditReport(len(keys), prev, problems, last, frozenset(consumed))
 
 
 def _check_anchor(store: Store, anchor: Store, hashes: dict[int, str]) -> list[str]:

@@ -317,7 +317,8 @@ def _execute(opts: ExecuteOptions, ctx: _Context, stack: ExitStack) -> ExecuteRe
     source, _query = _reconcile_source(opts, plan)
     if not opts.dry_run:
         _prove_runner(opts, ctx.trust, ctx.allowed, plan_id, ctx.now)
-    head = audit.require_intact(store, referenced=referenced_heads(pub)).head_ref
+    intact = audit.require_intact(store, referenced=referenced_heads(pub))
+    head = intact.head_ref
     # The gate first: a stage that may not start yet publishes no challenge, so nobody
     # witnesses a run that cannot happen.
     stage_gate(pub, plan, opts.stage, ctx.now)
@@ -325,7 +326,7 @@ def _execute(opts: ExecuteOptions, ctx: _Context, stack: ExitStack) -> ExecuteRe
     if not opts.dry_run:
         found = require_witness(pub, "execute", opts.stage, plan, ctx.trust, ctx.allowed,
                                 executor=opts.executor, audit_head=head, now=ctx.now,
-                                wait=opts.wait,
+                                wait=opts.wait, used=intact.consumed,
                                 clock=None if opts.now else lambda: store_now(store, None))
     if plan.quarantine == "versioning":
         _require_versioning(store)
@@ -711,10 +712,11 @@ def purge(opts: PurgeOptions) -> int:
         _prove_runner(eopts, ctx.trust, ctx.allowed, ctx.plan_id, ctx.now)
         pub, store = ctx.pub, ctx.store
         _require_retention_over(pub, opts.stage, ctx.plan.policy.retention, ctx.now)
-        head = audit.require_intact(store, referenced=referenced_heads(pub)).head_ref
+        intact = audit.require_intact(store, referenced=referenced_heads(pub))
+        head = intact.head_ref
         found = require_witness(pub, "purge", opts.stage, ctx.plan, ctx.trust, ctx.allowed,
                                 executor=opts.executor, audit_head=head, now=ctx.now,
-                                wait=opts.wait,
+                                wait=opts.wait, used=intact.consumed,
                                 clock=None if opts.now else lambda: store_now(store, None))
         consume(pub, found, executor=opts.executor, audit_head=head, now=ctx.now)
         audit.append(store, "witness-consumed", plan_id=ctx.plan_id, principal=opts.executor,

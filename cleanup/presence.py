@@ -17,6 +17,7 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -49,12 +50,14 @@ def _sha(data: bytes) -> str:
 
 
 def open_challenges(pub: Published, action: str, stage: int, now: datetime,
-                    ttl: timedelta) -> list[tuple[str, Record]]:
-    """Unconsumed challenges of (action, stage) recorded within ``ttl``, newest first."""
+                    ttl: timedelta, used: Collection[str] = ()) -> list[tuple[str, Record]]:
+    """Unconsumed challenges of (action, stage) recorded within ``ttl``, newest first. A
+    challenge is consumed if its ``.consumed`` record exists or an audit entry says so
+    (``used``): removing the record does not make a witness good again."""
     out = []
     for name in reversed(pub.challenges(action, stage)):
         rec = pub.get("challenges", f"{name}.json")
-        if rec is None or pub.consumed(name) is not None:
+        if rec is None or name in used or pub.consumed(name) is not None:
             continue
         if now - rec.recorded_at <= ttl:
             out.append((name, rec))
@@ -93,11 +96,11 @@ def _check_witness(pub: Published, name: str, challenge: Record, signer: str,
 
 
 def find_witness(pub: Published, action: str, stage: int, plan: Plan, trust: VerifiedRoot,
-                 allowed: str, *, executor: str, now: datetime) -> tuple[Witnessed | None,
-                                                                        list[so.Signature]]:
+                 allowed: str, *, executor: str, now: datetime,
+                 used: Collection[str] = ()) -> tuple[Witnessed | None, list[so.Signature]]:
     """The newest open challenge's valid witness, if any, and every signature looked at."""
     seen: list[so.Signature] = []
-    for name, rec in open_challenges(pub, action, stage, now, plan.policy.witness_ttl):
+    for name, rec in open_challenges(pub, action, stage, now, plan.policy.witness_ttl, used):
         prefix = f"{name}.witness."
         signers = sorted({n[len(prefix):-len(".json")] for n in pub.names("challenges")
                           if n.startswith(prefix) and n.endswith(".json")})
@@ -112,14 +115,15 @@ def find_witness(pub: Published, action: str, stage: int, plan: Plan, trust: Ver
 
 def require_witness(pub: Published, action: str, stage: int, plan: Plan, trust: VerifiedRoot,
                     allowed: str, *, executor: str, audit_head: str, now: datetime,
-                    wait: float = 0.0, clock: Any = None) -> Witnessed:
+                    wait: float = 0.0, clock: Any = None,
+                    used: Collection[str] = ()) -> Witnessed:
     """I8: a valid witness of a challenge of this action and stage; publish a challenge
     (once) and wait up to ``wait`` seconds for it, else refuse (exit 4)."""
     deadline = time.monotonic() + wait
     published: str | None = None
     while True:
         found, seen = find_witness(pub, action, stage, plan, trust, allowed,
-                                   executor=executor, now=now)
+                                   executor=executor, now=now, used=used)
         if found is not None:
             return found
         if published is None:
@@ -128,7 +132,7 @@ def require_witness(pub: Published, action: str, stage: int, plan: Plan, trust: 
             signed = {n.split(".witness.")[0] for n in pub.names("challenges")
                       if ".witness." in n}
             mine = [n for n, rec in open_challenges(pub, action, stage, now,
-                                                    plan.policy.witness_ttl)
+                                                    plan.policy.witness_ttl, used)
                     if rec.doc().get("executor") == executor and n not in signed]
             published = mine[0] if mine else pub.open_challenge(action, stage, {
                 "executor": executor, "audit_head": audit_head, "created_at": format_time(now)})

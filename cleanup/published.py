@@ -35,7 +35,7 @@ from cleanup.core.canonical import canonical_json
 from cleanup.core.names import I6, I10, I19
 from cleanup.core.paths import RESERVED_PREFIX
 from cleanup.core.timeutil import format_time
-from cleanup.errors import InvariantViolation, SignoffError, UsageError
+from cleanup.errors import InvariantViolation, UsageError
 from cleanup.model import StageState
 
 if TYPE_CHECKING:
@@ -142,6 +142,16 @@ class Published:
                 out.add(rest)
         return sorted(out)
 
+    def subdirs(self, *parts: str) -> list[str]:
+        """The plain names of the folders directly under ``parts``."""
+        prefix = self.key(*parts) + "/"
+        out = set()
+        for k in self.store.list_keys(prefix):
+            rest = k[len(prefix):]
+            if "/" in rest and not rest.startswith("."):
+                out.add(rest.split("/", 1)[0])
+        return sorted(out)
+
     def exists(self) -> bool:
         return self.store.get_bytes(self.key("plan.json")) is not None
 
@@ -151,9 +161,12 @@ class Published:
         to the plan id; the manifest is checked against plan.json by the bundle."""
         plan = self.get("plan.json")
         if plan is None:
-            raise SignoffError(f"plan {self.plan_id[:16]}... is not published in "
-                               f"{self.store.ref.url}",
-                               hint="`cleanup publish PLAN_DIR` (the plan command does it)")
+            raise InvariantViolation(I6, f"plan {self.plan_id[:16]}... is not published in "
+                                         f"{self.store.ref.url}: its plan.json was changed "
+                                         "since, or it was never published",
+                                     hint="`cleanup publish PLAN_DIR` publishes an unchanged "
+                                          "plan (the plan command does it); a changed plan "
+                                          "needs a new plan and new sign-off")
         if hashlib.sha256(plan.data).hexdigest() != self.plan_id:
             raise InvariantViolation(I6, "the published plan.json does not hash to its id")
         times: dict[str, datetime] = {}
@@ -327,7 +340,7 @@ def referenced_heads(pub: Published) -> list[str]:
     """Audit heads that this plan's store records say they saw (I14: the log may not be
     shorter than any of them)."""
     out = []
-    for stage in pub.names("stages"):
+    for stage in pub.subdirs("stages"):
         if not stage.isdigit():
             continue
         names = ["started.json", "finished.json", "halted.json",

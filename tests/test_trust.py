@@ -428,7 +428,8 @@ def test_three_machines_share_only_the_store(tmp_path: Path) -> None:
     assert st_["stages"][0]["state"] == "complete"  # the reviewer sees the store's records
     # A fetched copy is verified: a wrong id is refused.
     assert_one_line_error(run_cli(["fetch", str(f.d.store), "0" * 64, "-o",
-                                   str(tmp_path / "x")], env=f.env), 4, "not published")
+                                   str(tmp_path / "x")], env=f.env), 3, "I6 plan-integrity",
+                          "not published")
 
 
 def test_the_same_principal_can_approve_again(tmp_path: Path) -> None:
