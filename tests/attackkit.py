@@ -77,7 +77,9 @@ class Victim(Scenario):
                  *, signers: Sequence[str] = ("alice", "bob"),
                  floors: Sequence[str] = (), trust_mtime: bool = False) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
-        keys = {n: make_key(keys_dir, n) for n in signers}
+        # "carol" in the session's keys_dir is tests/test_signoff.py's ECDSA key: the first
+        # maker of a name decides its type, so the attacks use files of their own.
+        keys = {n: make_key(keys_dir, f"attack-{n}") for n in signers}
         self.kind = kind
         self.keys_dir = keys_dir
         self.floors = list(floors)

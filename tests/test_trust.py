@@ -144,7 +144,9 @@ def test_root_rules() -> None:
 
 @pytest.fixture
 def team(tmp_path: Path, keys_dir: Path) -> dict[str, Path]:
-    return {n: make_key(keys_dir, n) for n in ("alice", "bob", "carol")}
+    # File names of their own: the session's keys_dir holds "carol" as an ECDSA key of
+    # tests/test_signoff.py, and whoever makes a name first decides its type.
+    return {n: make_key(keys_dir, f"trust-{n}") for n in ("alice", "bob", "carol")}
 
 
 def _allowed(path: Path, keys: dict[str, Path], extra: dict[str, str] | None = None) -> Path:

@@ -73,6 +73,13 @@ def plan_summary(summary: dict[str, Any]) -> Rich:
     t.add_row("cutoff", f"{p['cutoff']['time']} = taken_at - buffer {p['buffer']}")
     t.add_row("quarantine / hold", f"{p['quarantine']} / {p['hold']}")
     t.add_row("author", f"{p['author']} at {p['created_at']['time']}")
+    trust = p.get("trust")
+    t.add_row("trust root", f"version {trust['version']} ({trust['digest'][:19]}...)" if trust
+              else "none pinned when planned: this plan cannot be executed (I17)")
+    recon = p.get("reconcile")
+    t.add_row("reconcile with", recon["source"] + (f" ({recon['query']})"
+                                                   if recon.get("query") else "")
+              if recon else "none recorded: this plan cannot be executed (I19)")
     out.append(t)
     t = Table(title="invariants")
     for col in ("invariant", "ok", "detail"):
@@ -88,6 +95,9 @@ def plan_summary(summary: dict[str, Any]) -> Rich:
                   human_bytes(s["bytes"]))
     t.add_row("all", "", "", str(p["manifest"]["objects"]), human_bytes(p["manifest"]["bytes"]))
     out.append(t)
+    tables = p.get("tables", [])
+    if tables:
+        out.append(_tables_table(summary, p, len(tables)))
     for title, rows, keycol in (("largest tenants", summary["top_tenants"], "tenant"),
                                 ("largest prefixes", summary["top_prefixes"], "prefix")):
         if not rows:
@@ -102,6 +112,27 @@ def plan_summary(summary: dict[str, Any]) -> Rich:
             t.add_row(label, str(r["objects"]), human_bytes(r["bytes"]))
         out.append(t)
     return Rich(out)
+
+
+def _tables_table(summary: dict[str, Any], p: dict[str, Any], count: int) -> Any:
+    """The snapshot's tables (I5 per table): candidates against each table's data files
+    and bytes, the largest share first."""
+    from rich.table import Table
+
+    limit = p["policy"].get("max_table_delete_fraction")
+    shown = summary.get("tables", [])
+    t = Table(title=f"tables ({len(shown)} of {count}, largest share first; I5 limit "
+                    f"{limit:.0%} of a table's data files and bytes)" if limit is not None
+              else f"tables ({len(shown)} of {count})")
+    for col in ("table root", "data files", "data bytes", "candidates", "% files",
+                "candidate bytes", "% bytes", "metadata kept"):
+        t.add_column(col, justify="left" if col == "table root" else "right")
+    for r in shown:
+        t.add_row(r["root"] or "(store root)", str(r["data_objects"]),
+                  human_bytes(r["data_bytes"]), str(r["candidates"]),
+                  f"{r['object_fraction']:.1%}", human_bytes(r["candidate_bytes"]),
+                  f"{r['byte_fraction']:.1%}", str(r["metadata_objects"]))
+    return t
 
 
 def verify_report(rep: VerifyReport) -> Iterator[str]:
