@@ -173,3 +173,43 @@ def read_s3_inventory(
         client = make_client(endpoint_url, region, what=f"S3 Inventory manifest {manifest}")
     report = load_manifest(manifest, s3_client=client)
     return write_listing(S3InventorySource(report, ref, s3_client=client), out, progress)
+
+
+def read_gcs_inventory(
+    manifest: str, store_url: str, out: str, *, endpoint_url: str | None = None,
+    progress: Progress | None = None,
+) -> InventoryResult:
+    """Read a Storage Insights inventory report (its manifest; CSV or Parquet shards) into
+    ``out``. ``listed_at`` is the report's snapshot_time (clock ``gcs-inventory``)."""
+    from cleanup.core.paths import parse_store
+    from cleanup.errors import UsageError
+    from cleanup.stores.gcs_inventory import GCSInventorySource, load_gcs_manifest
+
+    ref = parse_store(store_url)
+    if ref.cloud != "gcs":
+        raise UsageError("--gcs-inventory needs a gs://bucket/prefix/ store")
+    client = None
+    if manifest.startswith("gs://"):
+        from cleanup.stores.gcs import make_client
+
+        client = make_client(endpoint_url, what=f"inventory manifest {manifest}")
+    report = load_gcs_manifest(manifest, client=client)
+    return write_listing(GCSInventorySource(report, ref, client=client), out, progress)
+
+
+def read_azure_inventory(
+    manifest: str, store_url: str, out: str, *, endpoint_url: str | None = None,
+    progress: Progress | None = None,
+) -> InventoryResult:
+    """Read an Azure blob inventory run (its ``<rule>-manifest.json``; CSV or Parquet
+    files) into ``out``. ``listed_at`` is inventoryStartTime (clock ``azure-inventory``)."""
+    from cleanup.core.paths import parse_store
+    from cleanup.errors import UsageError
+    from cleanup.stores.azure_inventory import AzureInventorySource, load_azure_manifest
+
+    ref = parse_store(store_url)
+    if ref.cloud != "azure":
+        raise UsageError("--azure-inventory needs an az://container/prefix/ store")
+    report = load_azure_manifest(manifest, endpoint_url=endpoint_url)
+    return write_listing(AzureInventorySource(report, ref, endpoint_url=endpoint_url), out,
+                         progress)

@@ -6,7 +6,10 @@ What fake-gcs-server does not implement is named where it matters: it ignores
 ``ifGenerationMatch`` on deletes and rewrites (only the upload form, used by the lock, is
 honoured), cannot list noncurrent generations (so a resumed versioning-mode batch cannot
 find its own earlier delete there), and has no Storage Insights inventory reports or
-soft-delete policy; none of those is exercised here.
+soft-delete policy; none of those is exercised here against the server. Inventory
+reports are read from recorded fixtures (tests/fixtures/gcs_inventory/) and from a report
+written into a fake-gcs-server bucket the way Google lays it out, then planned and
+executed on.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pyarrow.parquet as pq
@@ -373,3 +377,264 @@ def test_a_missing_client_library_is_a_usage_error_naming_the_extra(
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=True, env={"AZURE_STORAGE_CONNECTION_STRING": "x"})
     assert f"pip install '{extra}'" in p.stdout, p.stdout + p.stderr
+
+
+# --------------------------------------------------------------------------- inventory reports
+# Storage Insights inventory reports: recorded fixtures in tests/fixtures/gcs_inventory/
+# (see tests/fixtures/README.md for the documents they follow), and a report written into
+# a real fake-gcs-server bucket, which cannot generate reports itself.
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+GCS_CSV = FIXTURES / "gcs_inventory" / "csv"
+GCS_CSV_MANIFEST = GCS_CSV / "6f3c8a52-91d4-4b7e-a0c2-5d1e9b7f2a40_2026-05-14T00:00_manifest.json"
+GCS_PQ_MANIFEST = (FIXTURES / "gcs_inventory" / "parquet"
+                   / "0b7d2e94-3f1a-4c58-9e6d-8a2c4f1b9d73_2026-05-14T00:00_manifest.json")
+
+
+def _report_rows(manifest: Path, store: str, tmp: Path, flag: str = "--gcs-inventory",
+                 ) -> tuple[dict[str, tuple[object, ...]], dict[str, str]]:
+    out = tmp / f"inv-{abs(hash((str(manifest), store)))}.parquet"
+    ok(run_cli(["inventory", store, flag, str(manifest), "-o", str(out), "--json"]))
+    rows: dict[str, tuple[object, ...]] = {
+        r["key"]: (r["size"], r["last_modified"], r["etag"], r["version_id"])
+        for r in pq.read_table(out).to_pylist()}
+    return rows, read_meta(str(out))
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_gcs_inventory_report_csv_exact_rows(tmp_path: Path) -> None:
+    rows, meta = _report_rows(GCS_CSV_MANIFEST, "gs://src-bucket/data/", tmp_path)
+    assert rows == {
+        "t1/a.parquet": (10, _utc("2026-05-13T10:00:00.123Z"),
+                         "5eb63bbbe01eeed093cb22bb8f5acdc3", "1778666400123456"),
+        "t1/b c.parquet": (11, _utc("2026-05-13T10:00:01.5Z"),
+                           "ed076287532e86365e841e92bfc50d8c", "1778666401500000"),
+        "t2/\u00fc.parquet": (12, _utc("2026-05-13T10:00:02Z"),
+                              "8b1a9953c4611296a827abf8c47804d7", "1778666402000000"),
+        "t2/x+y.parquet": (13, _utc("2026-05-13T10:00:04Z"),
+                           "d41d8cd98f00b204e9800998ecf8427e", "1778666404000000"),
+        "t3/p%41.bin": (14, _utc("2026-05-13T10:00:05Z"),
+                        "900150983cd24fb0d6963f7d28e17f72", "1778666405000000"),
+        'quoted,"name".bin': (15, _utc("2026-05-13T10:00:06Z"),
+                              "6337c81cb34010fc2a34a1395b9afc4b", "1778666406000000"),
+        # A composite object has no md5Hash: GCS's own etag, as the live listing records.
+        "composite.bin": (16, _utc("2026-05-13T10:00:07Z"), "CLjf35jA4fECEAE=",
+                          "1778666407000000"),
+    }  # not: other/outside.txt (outside), _cleanup/lock (reserved), data/ (the prefix)
+    assert meta["listed_at"] == "2026-05-14T00:00:00Z"
+    assert meta["listed_at_clock"] == "gcs-inventory"
+    assert meta["source"] == f"gcs-inventory:{GCS_CSV_MANIFEST}"
+    assert meta["precision_us"] == "1000"
+    assert meta["time_source"] == "gcs-last-modified"
+
+
+def test_gcs_inventory_report_parquet_exact_rows(tmp_path: Path) -> None:
+    rows, meta = _report_rows(GCS_PQ_MANIFEST, "gs://src-bucket/data/", tmp_path)
+    assert rows == {
+        "t1/a.parquet": (10, _utc("2026-05-13T10:00:00.123Z"),
+                         "5eb63bbbe01eeed093cb22bb8f5acdc3", "1778666400123456"),
+        "t2/\u00fc.parquet": (12, _utc("2026-05-13T10:00:02Z"),
+                              "8b1a9953c4611296a827abf8c47804d7", "1778666402000000"),
+        "composite.bin": (16, _utc("2026-05-13T10:00:07Z"), "CLjf35jA4fECEAE=",
+                          "1778666407000000"),
+    }
+    assert meta["listed_at_clock"] == "gcs-inventory"
+
+
+def test_gcs_inventory_report_prefix_filtering(tmp_path: Path) -> None:
+    rows, _ = _report_rows(GCS_CSV_MANIFEST, "gs://src-bucket/data/t1/", tmp_path)
+    assert set(rows) == {"a.parquet", "b c.parquet"}
+    # A store is a folder: gs://src-bucket/data/t is data/t/, which holds nothing here
+    # (data/t1/... and data/t2/... only share the characters).
+    rows, _ = _report_rows(GCS_CSV_MANIFEST, "gs://src-bucket/data/t", tmp_path)
+    assert rows == {}
+    rows, _ = _report_rows(GCS_CSV_MANIFEST, "gs://src-bucket/", tmp_path)
+    assert "other/outside.txt" in rows
+    assert "data/_cleanup/lock" in rows  # not reserved here
+    assert "data/" in rows  # the folder placeholder is an object of the bucket root store
+
+
+def _copy_report(src: Path, tmp: Path) -> Path:
+    import shutil
+
+    dest = tmp / "report"
+    shutil.copytree(src, dest)
+    return dest
+
+
+def _damage(tmp: Path, edit: Callable[[Path], None]) -> Run:
+    d = _copy_report(GCS_CSV, tmp)
+    edit(d)
+    return run_cli(["inventory", "gs://src-bucket/data/", "--gcs-inventory",
+                    str(d / GCS_CSV_MANIFEST.name), "-o", str(tmp / "i.parquet")])
+
+
+def _edit_manifest(change: Callable[[dict[str, Any]], object]) -> Callable[[Path], None]:
+    def edit(d: Path) -> None:
+        p = d / GCS_CSV_MANIFEST.name
+        doc = json.loads(p.read_text())
+        change(doc)
+        p.write_text(json.dumps(doc))
+    return edit
+
+
+def _shard(d: Path, n: int) -> Path:
+    return d / GCS_CSV_MANIFEST.name.replace("manifest.json", f"{n}.csv")
+
+
+@pytest.mark.parametrize(("case", "edit", "needle"), [
+    ("missing shard", lambda d: _shard(d, 1).unlink(), "was not found"),
+    ("truncated shard", lambda d: _shard(d, 1).write_text(
+        "\n".join(_shard(d, 1).read_text().splitlines()[:-2]) + "\n"),
+     "records_processed 10"),
+    ("shard_count", _edit_manifest(lambda m: m.update(shard_count=3)), "shard_count is 3"),
+    ("other bucket", _edit_manifest(lambda m: m["report_config"][
+        "object_metadata_report_options"]["storage_filters"].update(bucket="other")),
+     "is for bucket 'other'"),
+    ("no updated field", _edit_manifest(lambda m: m["report_config"][
+        "object_metadata_report_options"].update(metadata_fields=["name", "size"])),
+     "has no updated field"),
+    ("no snapshot_time", _edit_manifest(lambda m: m.pop("snapshot_time")), "snapshot_time"),
+    ("not json", lambda d: (d / GCS_CSV_MANIFEST.name).write_text("{nope"), "not valid JSON"),
+    ("bad size", lambda d: _shard(d, 0).write_text(
+        _shard(d, 0).read_text().replace(",10,2026", ",ten,2026")), "not a whole number"),
+    ("time without zone", lambda d: _shard(d, 0).write_text(
+        _shard(d, 0).read_text().replace("10:00:00.123Z,STANDARD", "10:00:00.123,STANDARD")),
+     "with a zone"),
+    ("conflicting duplicate", lambda d: _shard(d, 1).write_text(
+        _shard(d, 1).read_text() + _shard(d, 0).read_text().splitlines()[1].replace(
+            ",10,", ",99,") + "\n"), "listed twice"),
+])
+def test_gcs_inventory_report_refuses_bad_reports(tmp_path: Path, case: str,
+                                                  edit: Callable[[Path], None],
+                                                  needle: str) -> None:
+    del case
+    r = _damage(tmp_path, edit)
+    assert_one_line_error(r, 2, needle)
+    assert not (tmp_path / "i.parquet").exists()  # nothing half-written
+
+
+def test_gcs_inventory_report_needs_a_gcs_store(tmp_path: Path) -> None:
+    r = run_cli(["inventory", "s3://src-bucket/data/", "--gcs-inventory",
+                 str(GCS_CSV_MANIFEST), "-o", str(tmp_path / "i.parquet")])
+    assert_one_line_error(r, 2, "--gcs-inventory needs a gs://")
+    r = run_cli(["inventory", "gs://src-bucket/data/", "--gcs-inventory",
+                 str(GCS_CSV_MANIFEST), "--s3-inventory", "x", "-o", str(tmp_path / "i.parquet")])
+    assert_one_line_error(r, 2, "at most one of")
+
+
+def write_gcs_report(client: object, bucket_name: str, prefix: str, *,
+                     parquet: bool = False) -> str:
+    """A Storage Insights report of ``bucket_name`` written into the same bucket under
+    ``inventory/`` (what Google would write; fake-gcs-server cannot): shards and manifest.
+    Returns the manifest's gs:// URL."""
+    import csv
+    import io
+
+    import pyarrow as pa
+
+    fields = ["project", "bucket", "name", "size", "timeCreated", "updated", "etag",
+              "md5Hash", "generation", "metageneration", "storageClass"]
+    blobs = [b for b in client.list_blobs(bucket_name)  # type: ignore[attr-defined]
+             if not b.name.startswith("inventory/")]
+    rows = [["test", bucket_name, b.name, str(b.size),
+             b.time_created.isoformat().replace("+00:00", "Z"),
+             b.updated.isoformat().replace("+00:00", "Z"), b.etag or "", b.md5_hash or "",
+             str(b.generation), str(b.metageneration), b.storage_class or "STANDARD"]
+            for b in blobs]
+    config_id = "5a1e0c3d-0000-4000-8000-00000000c1ea"
+    snap = datetime.now(UTC)
+    stem = f"{config_id}_{snap.strftime('%Y-%m-%dT%H:%M')}_"
+    bucket = client.bucket(bucket_name)  # type: ignore[attr-defined]
+    half = len(rows) // 2
+    shards = []
+    for n, part in enumerate([rows[:half], rows[half:]]):
+        name = f"{stem}{n}.{'parquet' if parquet else 'csv'}"
+        if parquet:
+            cols = {f: [r[i] for r in part] for i, f in enumerate(fields)}
+            table = pa.table({**cols, "size": pa.array([int(s) for s in cols["size"]])})
+            buf = io.BytesIO()
+            pq.write_table(table, buf)
+            data = buf.getvalue()
+        else:
+            text = io.StringIO()
+            w = csv.writer(text, lineterminator="\n")
+            w.writerow(fields)
+            w.writerows(part)
+            data = text.getvalue().encode()
+        bucket.blob(f"inventory/{name}").upload_from_string(data)
+        shards.append(name)
+    options = {"parquet_options": {}} if parquet else {"csv_options": {
+        "record_separator": "\n", "delimiter": ",", "header_required": True}}
+    manifest = {
+        "report_config": {
+            "name": f"projects/test/locations/europe-west1/reportConfigs/{config_id}",
+            **options,
+            "object_metadata_report_options": {
+                "metadata_fields": fields, "storage_filters": {"bucket": bucket_name},
+                "storage_destination_options": {"bucket": bucket_name,
+                                                "destination_path": "inventory"}}},
+        "records_processed": len(rows),
+        "snapshot_time": snap.isoformat().replace("+00:00", "Z"),
+        "shard_count": len(shards),
+        "report_shards_file_names": shards,
+    }
+    bucket.blob(f"inventory/{stem}manifest.json").upload_from_string(json.dumps(manifest))
+    del prefix
+    return f"gs://{bucket_name}/inventory/{stem}manifest.json"
+
+
+@pytest.mark.parametrize("parquet", [False, True])
+def test_gcs_inventory_report_in_the_bucket_matches_the_listing(
+        fake_gcs_server: GCSServer, tmp_path: Path, parquet: bool) -> None:
+    name = fake_gcs_server.bucket()
+    client = fake_gcs_server.client()
+    bucket = client.bucket(name)
+    for k in KEYS:
+        bucket.blob("data/" + k).upload_from_string(body(k))
+    for k in ("data/_cleanup/lock", "other/outside.txt"):
+        bucket.blob(k).upload_from_string(b"x")
+    manifest = write_gcs_report(client, name, "data/", parquet=parquet)
+    listed, reported = tmp_path / "listed.parquet", tmp_path / "reported.parquet"
+    ok(run_cli(["inventory", f"gs://{name}/data/", "-o", str(listed)],
+               env=fake_gcs_server.env()))
+    ok(run_cli(["inventory", f"gs://{name}/data/", "--gcs-inventory", manifest, "-o",
+                str(reported)], env=fake_gcs_server.env()))
+
+    def rows(p: Path) -> list[tuple[object, ...]]:
+        return sorted((r["key"], r["size"], r["last_modified"], r["etag"], r["version_id"])
+                      for r in pq.read_table(p).to_pylist())
+
+    assert rows(reported) == rows(listed)
+    assert [r[0] for r in rows(reported)] == sorted(KEYS)
+    assert read_meta(str(reported))["source"] == f"gcs-inventory:{manifest}"
+    r = run_cli(["inventory", f"gs://{name}/data/", "--gcs-inventory",
+                 f"gs://{name}/inventory/nope_manifest.json", "-o", str(tmp_path / "x.parquet")],
+                env=fake_gcs_server.env())
+    assert_one_line_error(r, 2, "does not exist")
+
+
+def test_gcs_flow_from_an_inventory_report(fake_gcs_server: GCSServer, tmp_path: Path,
+                                           keys_dir: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan made from a report-based inventory executes on the real server: the report's
+    etag (hex MD5) and generation are what the executor re-checks."""
+    f = gcs_flow(fake_gcs_server, tmp_path, keys_dir, monkeypatch,
+                 plan_extra=("--quarantine", "copy"))
+    name = f.bucket_name  # type: ignore[attr-defined]
+    client = fake_gcs_server.client()
+
+    def from_report(*extra: str) -> Run:
+        manifest = write_gcs_report(client, name, "data/")
+        return Scenario.list_store(f, "--gcs-inventory", manifest, *extra)
+
+    f.list_store = from_report  # type: ignore[method-assign]
+    before = f.listing()
+    res = f.run_stage0()
+    assert f.read_plan()["inputs"]["inventory"]["source"].startswith("gcs-inventory:gs://")
+    assert res["removed"] == 2
+    gone = {k for k in before if k not in f.listing()}
+    assert gone == {"data/internal/t/0.parquet", "data/internal/t/with space+%\u00fc.parquet"}

@@ -31,25 +31,49 @@ from cleanup.errors import InvariantViolation
 @click.option("--s3-inventory", "manifest", metavar="MANIFEST",
               help="Read an S3 Inventory report (manifest.json, local path or s3:// URL; "
                    "CSV or Parquet) instead of listing the bucket.")
+@click.option("--gcs-inventory", "gcs_manifest", metavar="MANIFEST",
+              help="Read a GCS Storage Insights inventory report (its ..._manifest.json, "
+                   "local path or gs:// URL; CSV or Parquet shards) instead of listing.")
+@click.option("--azure-inventory", "azure_manifest", metavar="MANIFEST",
+              help="Read an Azure blob inventory run (its RULE-manifest.json, local path or "
+                   "az:// URL; CSV or Parquet files) instead of listing.")
 @store_options(region="S3 region (default: from the AWS environment).")
 @click.option("--trust-mtime", is_flag=True,
               help="Local stores: use mtime alone instead of max(mtime, ctime). Unsafe where "
                    "files may be copied in with old mtimes; recorded and shown to reviewers.")
 @json_option()
-def inventory(store: str, out: str, manifest: str | None, endpoint_url: str | None,
+def inventory(store: str, out: str, manifest: str | None, gcs_manifest: str | None,
+              azure_manifest: str | None, endpoint_url: str | None,
               region: str | None, trust_mtime: bool, output: Output) -> None:
-    """List STORE (a directory or s3://bucket/prefix/) into a Parquet inventory.
+    """List STORE (a directory, s3://, gs:// or az:// store) into a Parquet inventory, or
+    read the cloud's own inventory report of it.
 
     Columns: key (store-relative), size, last_modified (UTC), etag. The listing
     time and timestamp precision are kept in the file's metadata. The reserved
-    _cleanup/ prefix is never listed. Memory does not grow with the store.
+    _cleanup/ prefix is never listed. Memory does not grow with the store, except
+    for a GCS or Azure report: a digest per key to catch duplicated rows.
     """
-    from cleanup.inventory import list_store, read_s3_inventory
+    from cleanup.errors import UsageError
+    from cleanup.inventory import (
+        list_store,
+        read_azure_inventory,
+        read_gcs_inventory,
+        read_s3_inventory,
+    )
     from cleanup.stores import open_store
 
+    if sum(1 for m in (manifest, gcs_manifest, azure_manifest) if m) > 1:
+        raise UsageError("give at most one of --s3-inventory, --gcs-inventory and "
+                         "--azure-inventory")
     check_output(out)
     with progress_bar("listing") as progress:
-        if manifest:
+        if gcs_manifest:
+            res = read_gcs_inventory(gcs_manifest, store, out, endpoint_url=endpoint_url,
+                                     progress=progress)
+        elif azure_manifest:
+            res = read_azure_inventory(azure_manifest, store, out, endpoint_url=endpoint_url,
+                                       progress=progress)
+        elif manifest:
             res = read_s3_inventory(manifest, store, out, endpoint_url=endpoint_url,
                                     region=region, progress=progress)
         else:
