@@ -9,7 +9,8 @@ Inventory Parquet
     ``cleanup.listed_at`` (ISO 8601 UTC), ``cleanup.listed_at_clock``,
     ``cleanup.precision_us`` (how much later than ``last_modified`` an object may
     really have been written: S3 listings truncate to whole seconds, so 1000000),
-    ``cleanup.source`` (``listing`` or ``s3-inventory:<manifest>``),
+    ``cleanup.source`` (``listing``, or ``s3-inventory:``/``gcs-inventory:``/
+    ``azure-inventory:<manifest>``),
     ``cleanup.rows``, ``cleanup.undecodable_names`` (rows with ``key_raw``).
 
     ``key_raw`` is NULL for every ordinary key. It is set for a local file whose

@@ -280,9 +280,9 @@ def capability(store: object, proto: Callable[..., C]) -> C | None:
 @dataclass(frozen=True)
 class ListingMeta:
     """Where a listing came from and how far its times can be trusted (the inventory
-    file's metadata): ``listed_at`` by ``listed_at_clock`` (``local`` or
-    ``s3-inventory``), ``precision`` of last_modified, ``source`` (``listing`` or
-    ``s3-inventory:<manifest>``) and ``time_source``."""
+    file's metadata): ``listed_at`` by ``listed_at_clock`` (``local``, ``s3-inventory``,
+    ``gcs-inventory`` or ``azure-inventory``), ``precision`` of last_modified, ``source``
+    (``listing`` or ``<kind>-inventory:<manifest>``) and ``time_source``."""
 
     store: str
     listed_at: datetime
