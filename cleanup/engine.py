@@ -78,7 +78,12 @@ class EngineResult:
     table_protected: int = 0  # I20: files kept as table metadata or hidden
     uncovered_table_roots: int = 0  # I20: table roots in scope no source covers
     uncovered_table_examples: list[str] = field(default_factory=list)
-    per_table: list[dict[str, Any]] = field(default_factory=list)  # I20: per declared root
+    per_table: list[dict[str, Any]] = field(default_factory=list)  # I5/I20: per declared root
+    # I5: the scope's objects under any declared table root (each counted once)
+    table_objects: int = 0
+    table_bytes: int = 0
+    table_candidates: int = 0
+    table_candidate_bytes: int = 0
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -314,16 +319,7 @@ class Engine:
             res.table_protected = int(n)
             if n:
                 self.con.execute("DELETE FROM cand WHERE key IN (SELECT key FROM table_kept)")
-            # Each table's own numbers, for reviewers (at most 100 tables).
-            res.per_table = [
-                {"root": str(p), "objects": int(o), "bytes": int(b), "candidates": int(c),
-                 "candidate_bytes": int(cb)}
-                for p, o, b, c, cb in self.con.execute(
-                    "SELECT x.anc, count(*), coalesce(sum(x.size), 0), count(c.key), "
-                    "coalesce(sum(c.size), 0) FROM "
-                    f"(SELECT key, size, unnest({ancestors_sql('key')}) AS anc FROM inv) x "
-                    "JOIN troots r ON x.anc = r.prefix LEFT JOIN cand c ON c.key = x.key "
-                    "GROUP BY x.anc ORDER BY x.anc LIMIT 100").fetchall()]
+            self._per_table(res, rest)
         self.con.execute(
             "CREATE TEMP TABLE found_roots AS SELECT DISTINCT root FROM ("
             "SELECT regexp_extract(key, '^(.*/)?_delta_log/', 1) AS root FROM inv "
@@ -338,6 +334,32 @@ class Engine:
         res.uncovered_table_roots = int(u)
         res.uncovered_table_examples = [str(r[0]) for r in self.con.execute(
             "SELECT root FROM found_roots ORDER BY root LIMIT 5").fetchall()]
+
+    def _per_table(self, res: EngineResult, rest: str) -> None:
+        """Each declared table's own numbers (I5 per table, shown to reviewers): its
+        objects, those that are its metadata or hidden (never candidates) and its
+        candidates; and the scope's objects under any table, each counted once."""
+        from cleanup.refs import ancestors_sql
+
+        self.con.execute(
+            "CREATE TEMP TABLE tkeys AS SELECT a.key, a.size, a.anc, (starts_with("
+            f"{rest}, '_delta_log/') OR starts_with({rest}, 'metadata/') OR "
+            f"regexp_matches({rest}, '(^|/)[_.]')) AS meta FROM "
+            f"(SELECT key, size, unnest({ancestors_sql('key')}) AS anc FROM inv) a "
+            "JOIN troots r ON a.anc = r.prefix")
+        res.per_table = [
+            {"root": str(p), "objects": int(o), "bytes": int(b), "metadata_objects": int(mo),
+             "metadata_bytes": int(mb), "candidates": int(c), "candidate_bytes": int(cb)}
+            for p, o, b, mo, mb, c, cb in self.con.execute(
+                "SELECT t.anc, count(*), coalesce(sum(t.size), 0), count(*) FILTER (WHERE "
+                "t.meta), coalesce(sum(t.size) FILTER (WHERE t.meta), 0), count(c.key), "
+                "coalesce(sum(c.size), 0) FROM tkeys t LEFT JOIN cand c ON c.key = t.key "
+                "GROUP BY t.anc ORDER BY t.anc").fetchall()]
+        o, b, c, cb = self._one(
+            "SELECT count(*), coalesce(sum(t.size), 0), count(c.key), coalesce(sum(c.size), 0) "
+            "FROM (SELECT DISTINCT key, size FROM tkeys) t LEFT JOIN cand c ON c.key = t.key")
+        res.table_objects, res.table_bytes = int(o), int(b)
+        res.table_candidates, res.table_candidate_bytes = int(c), int(cb)
 
     def _missing(self, res: EngineResult) -> None:
         from cleanup.refs import near_miss_pairs

@@ -31,12 +31,15 @@ PREFIX_BOUND = 10_000
 def probe_keys(rec: Reconciler, bundle: PlanBundle, prev_stage: int, sample: int) -> list[str]:
     manifest = bundle.manifest_sql()
     con = rec.con
+    # Folder references (ending in '/', e.g. a Delta table's `_delta_log/`) name no object
+    # of their own: they protect what is under them, and are not probed as files.
     sampled = [r[0] for r in con.execute(
-        f"SELECT key FROM live ORDER BY md5(key), key LIMIT {int(sample)}").fetchall()]
+        "SELECT key FROM live WHERE NOT suffix(key, '/') "
+        f"ORDER BY md5(key), key LIMIT {int(sample)}").fetchall()]
     near = [r[0] for r in con.execute(
         "SELECT l.key FROM live l SEMI JOIN (SELECT DISTINCT regexp_extract(key, '^(.*/)', 1) "
         f"AS p FROM {manifest} WHERE stage = {int(prev_stage)}) d "
-        "ON regexp_extract(l.key, '^(.*/)', 1) = d.p "
+        "ON regexp_extract(l.key, '^(.*/)', 1) = d.p WHERE NOT suffix(l.key, '/') "
         f"ORDER BY md5(l.key), l.key LIMIT {PREFIX_BOUND}").fetchall()]
     return sorted(set(sampled) | set(near))
 

@@ -367,6 +367,44 @@ class ReconcileInfo:
 
 
 @dataclass(frozen=True)
+class TableInfo:
+    """One table root declared by a table source (I5 per table, I20): its objects in the
+    scope, those kept as its metadata (``_delta_log/``, ``metadata/``, hidden paths:
+    never candidates), and its candidates. ``root`` is the store-relative prefix of the
+    root; ``""`` when the store is the root or lies inside the table."""
+
+    root: str
+    objects: int
+    bytes: int
+    metadata_objects: int
+    metadata_bytes: int
+    candidates: int
+    candidate_bytes: int
+
+    @property
+    def data_objects(self) -> int:
+        return self.objects - self.metadata_objects
+
+    @property
+    def data_bytes(self) -> int:
+        return self.bytes - self.metadata_bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"root": self.root, "objects": self.objects, "bytes": self.bytes,
+                "metadata_objects": self.metadata_objects,
+                "metadata_bytes": self.metadata_bytes, "candidates": self.candidates,
+                "candidate_bytes": self.candidate_bytes}
+
+    @classmethod
+    def read(cls, o: _Obj) -> TableInfo:
+        v = cls(o.text("root"), o.whole("objects"), o.whole("bytes"),
+                o.whole("metadata_objects"), o.whole("metadata_bytes"), o.whole("candidates"),
+                o.whole("candidate_bytes"))
+        o.done()
+        return v
+
+
+@dataclass(frozen=True)
 class Plan:
     """plan.json, typed. Build it with :func:`cleanup.planner.compute_plan`."""
 
@@ -396,6 +434,8 @@ class Plan:
     format: str = PLAN_FORMAT
     trust: TrustInfo | None = None
     reconcile: ReconcileInfo | None = None
+    #: the table roots of the snapshot's table sources (absent from plans without)
+    tables: tuple[TableInfo, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -426,6 +466,7 @@ class Plan:
             "invariants": [c.to_json() for c in self.invariants],
             **({"trust": self.trust.to_json()} if self.trust else {}),
             **({"reconcile": self.reconcile.to_json()} if self.reconcile else {}),
+            **({"tables": [t.to_json() for t in self.tables]} if self.tables else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -475,14 +516,21 @@ class Plan:
                              for i, c in enumerate(o.array("invariants"))),
             trust=TrustInfo.read(o.obj("trust")) if "trust" in o.d else None,
             reconcile=ReconcileInfo.read(o.obj("reconcile")) if "reconcile" in o.d else None,
+            tables=tuple(TableInfo.read(_Obj(t, f"tables[{i}]"))
+                         for i, t in enumerate(o.array("tables"))) if "tables" in o.d else (),
         )
         for part in (o, tool, inputs, scope, clocks):
             part.done()
         return plan
 
 
+#: policy values added after plan format 1 was fixed: a plan made before them (which
+#: does not record them) still reads, with the default
+_LATER_POLICY = frozenset({"max_table_delete_fraction"})
+
+
 def _policy(o: _Obj) -> Policy:
-    known = set(Policy().to_json())
+    known = set(Policy().to_json()) - _LATER_POLICY
     missing = sorted(known - set(o.d))
     if missing:
         raise UsageError(f"plan.json: policy.{missing[0]} is missing")
@@ -529,8 +577,8 @@ class Witness:
 
 
 __all__ = ["PLAN_FORMAT", "CheckRecord", "Inputs", "InventoryInfo", "ManifestInfo", "Plan",
-           "ReferencesInfo", "Scope", "Signature", "SnapshotInfo", "Stage", "Stamp", "Tool",
-           "Witness"]
+           "ReferencesInfo", "Scope", "Signature", "SnapshotInfo", "Stage", "Stamp",
+           "TableInfo", "Tool", "Witness"]
 
 
 @dataclass

@@ -53,6 +53,7 @@ from cleanup.model import (
     SnapshotInfo,
     Stage,
     Stamp,
+    TableInfo,
     Tool,
     TrustInfo,
 )
@@ -393,11 +394,16 @@ def check_result(opts: PlanOptions, facts: Facts, engine: PlanEngine,
                               near_misses_accepted=opts.accept_near_misses),
         inv.check_blast_radius(candidates=res.candidates, candidate_bytes=res.candidate_bytes,
                                scope_objects=res.scope_objects, scope_bytes=res.scope_bytes,
-                               max_fraction=policy.max_delete_fraction),
+                               max_fraction=policy.max_delete_fraction, tables=res.per_table,
+                               table_totals={"objects": res.table_objects,
+                                             "bytes": res.table_bytes,
+                                             "candidates": res.table_candidates,
+                                             "candidate_bytes": res.table_candidate_bytes},
+                               max_table_fraction=policy.max_table_delete_fraction),
         inv.check_table_metadata(declared_roots=res.table_roots,
                                  uncovered_roots=res.uncovered_table_roots,
                                  uncovered_examples=res.uncovered_table_examples,
-                                 protected=res.table_protected, per_table=res.per_table),
+                                 protected=res.table_protected),
     ]
     if facts.sentinels:
         checks.append(inv.check_sentinels(
@@ -436,6 +442,9 @@ def compute_plan(opts: PlanOptions, facts: Facts, res: EngineResult,
         trust=opts.trust,
         reconcile=ReconcileInfo(opts.reconcile_with, opts.reconcile_query)
         if opts.reconcile_with else None,
+        tables=tuple(TableInfo(t["root"], t["objects"], t["bytes"], t["metadata_objects"],
+                               t["metadata_bytes"], t["candidates"], t["candidate_bytes"])
+                     for t in res.per_table),
     )
 
 

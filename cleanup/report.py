@@ -84,25 +84,53 @@ def _timeline(points: list[tuple[str, datetime | None]], cutoff: datetime,
         "taken_at: nothing written in it can be a candidate.</p>")
 
 
+def _ticks(top: int) -> list[int]:
+    """Round counts from 0 to at least ``top``, at most five steps of 1, 2 or 5 times a
+    power of ten."""
+    if top <= 0:
+        return [0, 1]
+    step = 1
+    while True:
+        for m in (1, 2, 5):
+            st = step * m
+            if top <= 4 * st:
+                return list(range(0, -(-top // st) * st + 1, st))
+        step *= 10
+
+
 def _histogram(agg: dict[str, Any], cutoff: datetime) -> str:
+    """Candidates per last_modified bin: a count axis on the left (objects per bin,
+    labelled), time along the bottom up to the cutoff."""
     counts = {int(b): (int(n), int(s or 0)) for b, n, s in agg["hist"]}
-    top = max((n for n, _s in counts.values()), default=1) or 1
-    w, h, pad = 900, 200, 30
-    bw = (w - 2 * pad) / BINS
+    ticks = _ticks(max((n for n, _s in counts.values()), default=0))
+    top = ticks[-1] or 1
+    w, h, pad, left = 900, 200, 30, 80
+    bw = (w - left - pad) / BINS
     parts = [f'<svg viewBox="0 0 {w} {h + 40}" width="100%" role="img" '
              'aria-label="candidates by last_modified">']
+    for tick in ticks:
+        y = h + 10 - tick / top * h
+        parts.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{w - pad}" y2="{y:.1f}" '
+                     f'stroke="#ddd"/><text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" '
+                     f'font-size="11" class="tick">{tick:,}</text>')
+    parts.append(f'<line x1="{left}" y1="10" x2="{left}" y2="{h + 10}" stroke="#444"/>')
+    parts.append(f'<text x="14" y="{h / 2 + 10:.1f}" font-size="11" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {h / 2 + 10:.1f})" id="hist-y-label">'
+                 'candidates (objects per bin)</text>')
     for b in range(BINS):
-        n, s = counts.get(b, (0, 0))
+        n, sz = counts.get(b, (0, 0))
         bh = n / top * h
-        parts.append(f'<rect x="{pad + b * bw:.1f}" y="{h - bh + 10:.1f}" width="{bw - 1:.1f}" '
-                     f'height="{bh:.1f}" fill="#1f4e79"><title>{n} objects, '
-                     f'{_e(human_bytes(s))}</title></rect>')
+        parts.append(f'<rect x="{left + b * bw:.1f}" y="{h - bh + 10:.1f}" '
+                     f'width="{bw - 1:.1f}" height="{bh:.1f}" fill="#1f4e79"><title>{n} '
+                     f'objects, {_e(human_bytes(sz))}</title></rect>')
     parts.append(f'<line x1="{w - pad}" y1="0" x2="{w - pad}" y2="{h + 10}" stroke="#b00020" '
                  'stroke-width="2"/>')
     parts.append(f'<text x="{w - pad}" y="{h + 28}" text-anchor="end" font-size="11" '
                  f'fill="#b00020">cutoff {_e(format_time(cutoff))}</text>')
-    parts.append(f'<text x="{pad}" y="{h + 28}" font-size="11">'
-                 f'{_e(format_time(agg["lo"]))}</text></svg>')
+    parts.append(f'<text x="{left}" y="{h + 28}" font-size="11">'
+                 f'{_e(format_time(agg["lo"]))}</text>')
+    parts.append(f'<text x="{(left + w - pad) / 2:.0f}" y="{h + 38}" font-size="11" '
+                 'text-anchor="middle">last_modified</text></svg>')
     return "".join(parts)
 
 
@@ -183,6 +211,8 @@ def _render(bundle: PlanBundle, allowed_signers: str | None) -> str:
                           ("planned", created)], cutoff, taken))
     out.append("<h2>Candidates by last_modified</h2>")
     out.append(_histogram(agg, cutoff))
+    if p.tables:
+        out.append(_tables_section(p.to_json(), p.policy.max_table_delete_fraction))
     out.append("<h2>Stages</h2>")
     out.append(_table(["stage", "selector", "tenants", "objects", "bytes"], [
         [st.stage, st.selector, st.tenants, f"{st.objects:,}",
@@ -205,6 +235,25 @@ def _render(bundle: PlanBundle, allowed_signers: str | None) -> str:
                f"<code>cleanup approve {_e(plan_dir)} --signer NAME --key KEY</code>.</p>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _tables_section(plan: dict[str, Any], limit: float) -> str:
+    """Each table root of the snapshot's table sources (I5 per table): its data files
+    and bytes, its candidates and their share, the metadata kept; largest share first."""
+    from cleanup.show import table_rows
+
+    rows, count = table_rows(plan, 200)
+    head = (f'<h2 id="tables">Tables ({len(rows)} of {count}, largest share first)</h2>'
+            f"<p>I5 per table: a table's candidates may be at most {limit:.0%} of its data "
+            "files and of its data bytes (files outside <code>_delta_log/</code>, "
+            "<code>metadata/</code> and hidden paths, which are never candidates).</p>")
+    return head + _table(
+        ["table root", "data files", "data bytes", "candidates", "% of files",
+         "candidate bytes", "% of bytes", "metadata kept"],
+        [[r["root"] or "(store root)", f"{r['data_objects']:,}", human_bytes(r["data_bytes"]),
+          f"{r['candidates']:,}", f"{r['object_fraction']:.1%}",
+          human_bytes(r["candidate_bytes"]), f"{r['byte_fraction']:.1%}",
+          f"{r['metadata_objects']:,}"] for r in rows], "tables")
 
 
 def _verification(bundle: PlanBundle, s: dict[str, Any], allowed: str | None) -> str:

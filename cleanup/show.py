@@ -48,7 +48,23 @@ def summarize_bundle(bundle: PlanBundle, top: int = 10) -> dict[str, Any]:
         "plan": bundle.plan.to_json(),
         "top_tenants": tenants,
         "top_prefixes": prefixes,
+        "tables": table_rows(bundle.plan.to_json(), top)[0],
     }
+
+
+def table_rows(plan: dict[str, Any], limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+    """The plan's table roots (plan.json ``tables``) with each one's share of its data
+    files and bytes (what I5 per table checks), the largest share first; at most
+    ``limit`` rows, and how many tables there are."""
+    rows = []
+    for t in plan.get("tables", []):
+        data_o = t["objects"] - t["metadata_objects"]
+        data_b = t["bytes"] - t["metadata_bytes"]
+        rows.append({**t, "data_objects": data_o, "data_bytes": data_b,
+                     "object_fraction": t["candidates"] / data_o if data_o else 0.0,
+                     "byte_fraction": t["candidate_bytes"] / data_b if data_b else 0.0})
+    rows.sort(key=lambda r: (-max(r["object_fraction"], r["byte_fraction"]), r["root"]))
+    return rows[:limit], len(rows)
 
 
 def human_bytes(n: int | float) -> str:

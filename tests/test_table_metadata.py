@@ -49,7 +49,8 @@ def write_table_snapshot(path: Path, refs: list[str], roots: list[str]) -> None:
 def plan(tmp: Path, store: Path, key: Path, out: str = "plan") -> Run:
     return run_cli(["plan", "--store", str(store), "--inventory", str(tmp / "inv.parquet"),
                     "--snapshot", str(tmp / "snap.parquet"), "-o", str(tmp / out),
-                    "--author", "alice", "--key", str(key), "--max-delete-fraction", "1"])
+                    "--author", "alice", "--key", str(key), "--max-delete-fraction", "1",
+                    "--max-table-delete-fraction", "1"])
 
 
 def manifest_keys(plan_dir: Path) -> set[str]:
@@ -253,8 +254,7 @@ def test_several_sources_in_one_snapshot(tmp_path: Path, alice_key: Path) -> Non
     assert manifest_keys(tmp_path / "plan") == {"a/orphan.parquet", "b/x=1/orphan.parquet",
                                                 "loose/orphan.csv"}
     doc = json.loads((tmp_path / "plan" / "plan.json").read_text())
-    facts = next(c for c in doc["invariants"] if c["invariant"] == I20)["facts"]
-    per_table = {t["root"]: t for t in facts["per_table"]}
+    per_table = {t["root"]: t for t in doc["tables"]}
     assert set(per_table) == {"a/", "b/"}
     assert per_table["a/"]["candidates"] == per_table["b/"]["candidates"] == 1
     assert per_table["b/"]["objects"] == len([p for p in (store / "b").rglob("*") if p.is_file()])
@@ -301,3 +301,161 @@ def test_store_inside_a_table_keeps_its_hidden_files(tmp_path: Path, alice_key: 
                  "--foreign-refs-ok", str(table)])
     assert r.code == 0, r.err
     assert manifest_keys(tmp_path / "plan") == {"orphan.parquet"}
+
+
+# --- I5 per table ---------------------------------------------------------------------------
+
+I5 = "I5 blast-radius"
+
+
+def _two_tables(tmp: Path, *, b_refs: int, loose_orphans: int = 0,
+                loose_refs: int = 40) -> Path:
+    """Store with tables `a/` (10 data files, 9 referenced, a log) and `ns/b/` (10 data
+    files, ``b_refs`` referenced, a log and a hidden file), and loose files outside any
+    table: ``loose_refs`` referenced and ``loose_orphans`` not."""
+    store = tmp / "store"
+    store.mkdir()
+    objects: list[tuple[str, int, datetime]] = []
+    refs: list[str] = []
+    for root, referenced in (("a/", 9), ("ns/b/", b_refs)):
+        for i in range(10):
+            key = f"{root}p=1/part-{i}.parquet"
+            objects.append((key, 100, OLD))
+            if i < referenced:
+                refs.append(key)
+        objects += [(f"{root}_delta_log/{v:020d}.json", 7, OLD) for v in range(3)]
+    objects.append(("ns/b/.part-0.crc", 5, OLD))
+    for i in range(loose_refs + loose_orphans):
+        objects.append((f"loose/f{i}.csv", 10, OLD))
+        if i < loose_refs:
+            refs.append(f"loose/f{i}.csv")
+    write_inventory_file(tmp / "inv.parquet", str(store), objects)
+    write_table_snapshot(tmp / "snap.parquet", refs, [str(store / "a"), str(store / "ns/b")])
+    return store
+
+
+def _plan_args(tmp: Path, store: Path, key: Path, *extra: str, out: str = "plan") -> Run:
+    return run_cli(["plan", "--store", str(store), "--inventory", str(tmp / "inv.parquet"),
+                    "--snapshot", str(tmp / "snap.parquet"), "-o", str(tmp / out),
+                    "--author", "alice", "--key", str(key), *extra])
+
+
+def test_table_blast_radius_is_per_table(tmp_path: Path, alice_key: Path) -> None:
+    """A table whose candidates are every one of its data files refuses the plan (exit 3,
+    I5, naming the table), although the scope as a whole is under its limit; raising
+    --max-table-delete-fraction plans it, recorded as an override. The tables' own
+    numbers are plan.json's `tables`; the log and hidden files are not data files."""
+    store = _two_tables(tmp_path, b_refs=0, loose_refs=400)
+    r = _plan_args(tmp_path, store, alice_key)
+    assert_one_line_error(r, 3, I5, "table 'ns/b/'", "10 of 10 data files (100.00%)",
+                          "max_table_delete_fraction 95.00%")
+    assert not (tmp_path / "plan").exists()
+    r = _plan_args(tmp_path, store, alice_key, "--max-table-delete-fraction", "1")
+    assert r.code == 0, r.err
+    doc = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert any("max_table_delete_fraction = 1.0" in o for o in doc["overrides"])
+    assert doc["policy"]["max_table_delete_fraction"] == 1.0
+    assert doc["tables"] == [
+        {"root": "a/", "objects": 13, "bytes": 1021, "metadata_objects": 3,
+         "metadata_bytes": 21, "candidates": 1, "candidate_bytes": 100},
+        {"root": "ns/b/", "objects": 14, "bytes": 1026, "metadata_objects": 4,
+         "metadata_bytes": 26, "candidates": 10, "candidate_bytes": 1000}]
+    check = next(c for c in doc["invariants"] if c["invariant"] == I5)
+    assert check["ok"]
+    assert check["facts"]["tables"] == 2
+    assert check["facts"]["worst_table_fraction"] == 1.0
+    assert check["facts"]["table_candidates"] == 11
+
+
+def test_a_table_is_its_own_scope(tmp_path: Path, alice_key: Path) -> None:
+    """The issue's post-compaction cleanup: 60% of a table's data files are candidates,
+    far above the 10% scope limit, and nothing else is in the store: planned with the
+    default policy, because the table's files are judged in the table's terms. Loose
+    files outside the tables still answer to the scope limit, counted without the
+    tables' files."""
+    store = _two_tables(tmp_path, b_refs=4, loose_refs=40)
+    r = _plan_args(tmp_path, store, alice_key)
+    assert r.code == 0, r.err
+    doc = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    check = next(c for c in doc["invariants"] if c["invariant"] == I5)
+    assert "0 of 40 objects outside the table roots" in check["detail"]
+    assert "2 table(s)" in check["detail"]
+    assert "worst 60.00%" in check["detail"]
+    # 5 loose orphans among 45 loose files (11%) exceed the scope's 10%; the tables'
+    # 7 candidates would have diluted them to 5 of 72: they do not count.
+    shutil.rmtree(store)
+    store = _two_tables(tmp_path, b_refs=4, loose_refs=40, loose_orphans=5)
+    r = _plan_args(tmp_path, store, alice_key, out="plan2")
+    assert_one_line_error(r, 3, I5, "5 of 45 objects outside the table roots (11.11%)")
+
+
+def test_show_and_review_show_the_tables(tmp_path: Path, alice_key: Path) -> None:
+    """`cleanup show` and `cleanup review` list each table's data files, candidates and
+    share; the review's candidate histogram has a labelled count axis."""
+    store = _two_tables(tmp_path, b_refs=4)
+    assert _plan_args(tmp_path, store, alice_key).code == 0
+    r = run_cli(["show", str(tmp_path / "plan")])
+    assert r.code == 0, r.err
+    text = " ".join(r.out.split())
+    assert "tables (2 of 2, largest share first; I5 limit 95%" in text
+    assert "ns/b/" in text
+    assert "60.0%" in text
+    shown = json.loads(run_cli(["show", str(tmp_path / "plan"), "--json"]).out)
+    assert [t["root"] for t in shown["tables"]] == ["ns/b/", "a/"]
+    assert shown["tables"][0]["data_objects"] == 10
+    html_out = tmp_path / "review.html"
+    r = run_cli(["review", str(tmp_path / "plan"), "--html", str(html_out)])
+    assert r.code == 0, r.err
+    page = html_out.read_text()
+    assert '<h2 id="tables">Tables (2 of 2, largest share first)</h2>' in page
+    assert "<td>ns/b/</td><td>10</td>" in page
+    assert "<td>60.0%</td>" in page
+    assert 'id="hist-y-label">candidates (objects per bin)</text>' in page
+    assert 'class="tick">0</text>' in page
+
+
+def test_plans_without_tables_or_the_new_policy_value_still_read(tmp_path: Path,
+                                                                alice_key: Path) -> None:
+    """plan.json without `tables` and a policy without max_table_delete_fraction (a plan
+    made before either existed) is read: no table, the default limit."""
+    from cleanup.core.canonical import canonical_json
+    from cleanup.model import Plan
+    from tests.factories import sample_plan
+
+    data = sample_plan().to_json()
+    assert "tables" not in data
+    del data["policy"]["max_table_delete_fraction"]
+    plan_obj = Plan.from_json(json.loads(canonical_json(data)))
+    assert plan_obj.tables == ()
+    assert plan_obj.policy.max_table_delete_fraction == 0.95
+
+
+def test_blast_radius_check_in_table_terms() -> None:
+    from cleanup.core.invariants import check_blast_radius
+
+    tables = [{"root": "t/", "objects": 110, "bytes": 11_000, "metadata_objects": 10,
+               "metadata_bytes": 1000, "candidates": 93, "candidate_bytes": 5000}]
+    totals = {"objects": 110, "bytes": 11_000, "candidates": 93, "candidate_bytes": 5000}
+    c = check_blast_radius(candidates=93, candidate_bytes=5000, scope_objects=110,
+                           scope_bytes=11_000, max_fraction=0.10, tables=tables,
+                           table_totals=totals, max_table_fraction=0.95)
+    assert c.ok, c.detail
+    c = check_blast_radius(candidates=93, candidate_bytes=5000, scope_objects=110,
+                           scope_bytes=11_000, max_fraction=0.10, tables=tables,
+                           table_totals=totals, max_table_fraction=0.9)
+    assert not c.ok
+    assert "table 't/': 93 of 100 data files (93.00%)" in c.detail
+    assert c.facts["tables_over_limit_count"] == 1
+    # bytes count too: few files holding most of the table's bytes
+    tables[0].update(candidates=1, candidate_bytes=9800)
+    c = check_blast_radius(candidates=1, candidate_bytes=9800, scope_objects=110,
+                           scope_bytes=11_000, max_fraction=0.10, tables=tables,
+                           table_totals={**totals, "candidates": 1, "candidate_bytes": 9800},
+                           max_table_fraction=0.95)
+    assert not c.ok
+    assert "data bytes (98.00%)" in c.detail
+    # without tables: the scope check as before
+    c = check_blast_radius(candidates=11, candidate_bytes=11, scope_objects=100,
+                           scope_bytes=100, max_fraction=0.10)
+    assert not c.ok
+    assert c.detail.startswith("11 of 100 objects (11.00%)")

@@ -51,7 +51,11 @@ from cleanup.errors import UsageError
               show_default=True, help="Where removed files go: a quarantine prefix (copy), "
                                       "delete markers (versioning), or nowhere (none).")
 @click.option("--max-delete-fraction", type=click.FloatRange(0, 1),
-              help="I5 limit on candidates / scope [default: policy, 0.10].")
+              help="I5 limit on candidates / scope [default: policy, 0.10]; with table "
+                   "sources, of the scope outside the table roots.")
+@click.option("--max-table-delete-fraction", type=click.FloatRange(0, 1),
+              help="I5 limit per table root of the snapshot's table sources: candidates / "
+                   "the table's data files and bytes [default: policy, 0.95].")
 @click.option("--max-missing-refs", type=click.FloatRange(0, 1),
               help="I4 limit on referenced keys missing from the inventory [default 0.001].")
 @click.option("--sentinel", "sentinels", multiple=True, metavar="KEY",
@@ -106,7 +110,8 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
          buffer: timedelta | None, cutoff: datetime | None, region: str | None,
          endpoint_url: str | None, tenant_pattern: str, internal: str, stages: str,
          hold: timedelta | None, quarantine: str, max_delete_fraction: float | None,
-         max_missing_refs: float | None, sentinels: tuple[str, ...],
+         max_table_delete_fraction: float | None, max_missing_refs: float | None,
+         sentinels: tuple[str, ...],
          sentinel_file: IO[str] | None, override_minimums: bool, unsafe_store: bool,
          memory_limit: str, threads: int | None, engine: str, spark_master: str | None,
          spark_conf: tuple[str, ...], config: str | None, author: str,
@@ -138,6 +143,7 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
                              f"{exc.start})", hint="TOML files are UTF-8") from None
         overrides += [f"{d} from {config}" for d in defaults.differences()]
     for name, value in (("max_delete_fraction", max_delete_fraction),
+                        ("max_table_delete_fraction", max_table_delete_fraction),
                         ("max_missing_refs", max_missing_refs)):
         if value is not None and value != getattr(defaults, name):
             values[name] = value

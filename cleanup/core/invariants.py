@@ -185,25 +185,81 @@ def check_paths_agree(
 
 def check_blast_radius(
     *, candidates: int, candidate_bytes: int, scope_objects: int, scope_bytes: int,
-    max_fraction: float,
+    max_fraction: float, tables: Iterable[Mapping[str, Any]] = (),
+    table_totals: Mapping[str, int] | None = None, max_table_fraction: float = 1.0,
 ) -> Check:
-    """I5: candidates stay within ``max_fraction`` of the scope's objects and bytes."""
-    obj_frac = candidates / scope_objects if scope_objects else 0.0
-    byte_frac = candidate_bytes / scope_bytes if scope_bytes else 0.0
-    facts = {"candidates": candidates, "candidate_bytes": candidate_bytes,
-             "scope_objects": scope_objects, "scope_bytes": scope_bytes,
-             "object_fraction": obj_frac, "byte_fraction": byte_frac,
-             "max_delete_fraction": max_fraction}
-    for what, frac, n, total in (("objects", obj_frac, candidates, scope_objects),
-                                 ("bytes", byte_frac, candidate_bytes, scope_bytes)):
+    """I5: candidates stay within ``max_fraction`` of the scope's objects and bytes, and
+    within ``max_table_fraction`` of each declared table's data files and bytes.
+
+    With table roots (``tables``: root, objects, bytes, metadata_objects,
+    metadata_bytes, candidates, candidate_bytes), the table is the scope of its own
+    files: the scope limit counts only candidates and objects outside every table root
+    (``table_totals``: objects, bytes, candidates, candidate_bytes under any root, each
+    counted once), and each table's candidates are measured against its data files,
+    i.e. its objects less its metadata (``_delta_log/``, ``metadata/``, hidden paths,
+    which are never candidates), so 100% means every data file of the table.
+    """
+    tabs = [dict(t) for t in tables]
+    tt = dict(table_totals or {})
+    s_cand = candidates - tt.get("candidates", 0)
+    s_cand_bytes = candidate_bytes - tt.get("candidate_bytes", 0)
+    s_objects = scope_objects - tt.get("objects", 0)
+    s_bytes = scope_bytes - tt.get("bytes", 0)
+    obj_frac = s_cand / s_objects if s_objects else 0.0
+    byte_frac = s_cand_bytes / s_bytes if s_bytes else 0.0
+    facts: dict[str, Any] = {
+        "candidates": candidates, "candidate_bytes": candidate_bytes,
+        "scope_objects": scope_objects, "scope_bytes": scope_bytes,
+        "object_fraction": obj_frac, "byte_fraction": byte_frac,
+        "max_delete_fraction": max_fraction}
+    where = ""
+    if tabs:
+        where = " outside the table roots"
+        facts.update({"tables": len(tabs), "max_table_delete_fraction": max_table_fraction,
+                      "table_objects": tt.get("objects", 0), "table_bytes": tt.get("bytes", 0),
+                      "table_candidates": tt.get("candidates", 0),
+                      "table_candidate_bytes": tt.get("candidate_bytes", 0)})
+    for what, frac, n, total in (("objects", obj_frac, s_cand, s_objects),
+                                 ("bytes", byte_frac, s_cand_bytes, s_bytes)):
         if frac > max_fraction:
             return Check(I5, False,
-                         f"{n} of {total} {what} ({frac:.2%}) would be deleted, above "
+                         f"{n} of {total} {what}{where} ({frac:.2%}) would be deleted, above "
                          f"max_delete_fraction {max_fraction:.2%}", facts,
                          hint="narrow the store prefix, or raise --max-delete-fraction "
                               "(recorded in the plan for reviewers)")
-    return Check(I5, True, f"{candidates} of {scope_objects} objects ({obj_frac:.2%}), "
-                           f"{byte_frac:.2%} of bytes <= {max_fraction:.2%}", facts)
+    over: list[dict[str, Any]] = []
+    worst = 0.0
+    for t in tabs:
+        data_o = t["objects"] - t.get("metadata_objects", 0)
+        data_b = t["bytes"] - t.get("metadata_bytes", 0)
+        fo = t["candidates"] / data_o if data_o else 0.0
+        fb = t["candidate_bytes"] / data_b if data_b else 0.0
+        worst = max(worst, fo, fb)
+        for what, frac, n, total in (("data files", fo, t["candidates"], data_o),
+                                     ("data bytes", fb, t["candidate_bytes"], data_b)):
+            if frac > max_table_fraction:
+                over.append({"root": t["root"], "what": what, "candidates": n, "of": total,
+                             "fraction": frac})
+                break
+    if tabs:
+        facts["worst_table_fraction"] = worst
+        facts["tables_over_limit"] = over[:20]
+        facts["tables_over_limit_count"] = len(over)
+    if over:
+        first = over[0]
+        more = f" (and {len(over) - 1} more table(s))" if len(over) > 1 else ""
+        return Check(I5, False,
+                     f"table {first['root'] or '(store root)'!r}: {first['candidates']} of "
+                     f"{first['of']} {first['what']} ({first['fraction']:.2%}) would be "
+                     f"deleted, above max_table_delete_fraction {max_table_fraction:.2%}{more}",
+                     facts,
+                     hint="a table losing (nearly) all its data files usually means the "
+                          "snapshot is not of this table; if the cleanup is meant, raise "
+                          "--max-table-delete-fraction (recorded in the plan for reviewers)")
+    tail = (f"; {len(tabs)} table(s), each <= {max_table_fraction:.2%} of its data files "
+            f"and bytes (worst {worst:.2%})" if tabs else "")
+    return Check(I5, True, f"{s_cand} of {s_objects} objects{where} ({obj_frac:.2%}), "
+                           f"{byte_frac:.2%} of bytes <= {max_fraction:.2%}{tail}", facts)
 
 
 def check_precision(
@@ -268,17 +324,15 @@ def check_sentinels(
 
 def check_table_metadata(
     *, declared_roots: int, uncovered_roots: int, uncovered_examples: Iterable[str] = (),
-    protected: int = 0, per_table: Iterable[Mapping[str, Any]] = (),
+    protected: int = 0,
 ) -> Check:
     """I20: every table root in the scope (a ``_delta_log/`` folder or a
     ``*.metadata.json``) is covered by a table source of the snapshot. ``protected``
-    counts files under a declared root that were kept as table metadata or hidden;
-    ``per_table`` (root, objects, bytes, candidates, candidate_bytes) is recorded for
-    reviewers: each table's own share of candidates."""
+    counts files under a declared root that were kept as table metadata or hidden
+    (each table's own numbers are plan.json's ``tables``, checked by I5)."""
     examples = [repr(e or "(store root)") for e in list(uncovered_examples)[:5]]
     facts = {"declared_roots": declared_roots, "uncovered_roots": uncovered_roots,
-             "uncovered_examples": examples, "protected_table_files": protected,
-             "per_table": [dict(t) for t in per_table]}
+             "uncovered_examples": examples, "protected_table_files": protected}
     if uncovered_roots:
         return Check(I20, False,
                      f"{uncovered_roots} table root(s) in the scope are not covered by any "

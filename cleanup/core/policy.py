@@ -21,7 +21,8 @@ FLOOR_MIN_HOLD = timedelta(hours=24)
 _DURATIONS = {
     "min_buffer", "min_hold", "approval_ttl", "witness_ttl", "max_clock_skew", "retention",
 }
-_FRACTIONS = {"max_missing_refs", "max_delete_fraction", "max_skip_fraction"}
+_FRACTIONS = {"max_missing_refs", "max_delete_fraction", "max_skip_fraction",
+              "max_table_delete_fraction"}
 _COUNTS = {"min_approvals", "probe_sample", "max_foreign_refs"}
 
 
@@ -39,6 +40,9 @@ class Policy:
     max_clock_skew: timedelta = timedelta(minutes=5)
     retention: timedelta = timedelta(days=7)
     probe_sample: int = 1000
+    #: I5 per table root declared by a table source: candidates over the table's data
+    #: files (outside ``_delta_log/``, ``metadata/`` and hidden paths), objects and bytes
+    max_table_delete_fraction: float = 0.95
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

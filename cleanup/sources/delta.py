@@ -307,18 +307,26 @@ def _read_checkpoint(io: LogIO, files: list[str], state: LogState) -> None:
             state.configuration = dict(conf.items() if isinstance(conf, dict) else conf)
 
 
-def _commit_actions(io: LogIO, name: str) -> Iterator[dict[str, Any]]:
-    """The actions of one commit file, one line at a time (a commit may hold millions)."""
+#: in a commit at or before the checkpoint only removes and CDC files matter: a line
+#: holding neither word cannot be one, and is not parsed (most lines are adds)
+_OLD_COMMIT_NEEDLES = ('"remove"', '"cdc"')
+
+
+def _commit_actions(io: LogIO, name: str, only: tuple[str, ...] = ()
+                    ) -> Iterator[dict[str, Any]]:
+    """The actions of one commit file, one line at a time (a commit may hold millions);
+    with ``only``, just the lines that contain one of those strings."""
     where = io.where(name)
     try:
         if io.s3 is None:
             with open(os.path.join(io.root, LOG_DIR, name), encoding="utf-8") as fh:
                 for line in fh:
-                    if line.strip():
+                    if line.strip() and (not only or any(n in line for n in only)):
                         yield json.loads(line)
         else:
+            needles = tuple(n.encode() for n in only)
             for raw in io.read(name).splitlines():
-                if raw.strip():
+                if raw.strip() and (not needles or any(n in raw for n in needles)):
                     yield json.loads(raw)
     except (OSError, ValueError) as exc:
         raise UsageError(f"{where}: unreadable commit ({exc})") from None
@@ -368,8 +376,10 @@ def read_log(io: LogIO) -> LogState:
     if base >= 0:
         _read_checkpoint(io, checkpoints[base], state)
     for version in sorted(commits):
-        committed = _apply_commit(_commit_actions(io, commits[version]), state,
-                                  replay=version > base)
+        replay = version > base
+        committed = _apply_commit(
+            _commit_actions(io, commits[version], () if replay else _OLD_COMMIT_NEEDLES),
+            state, replay=replay)
         if version == latest:
             state.commit_time = (
                 datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=committed)
