@@ -447,3 +447,29 @@ def test_the_same_principal_can_approve_again(tmp_path: Path) -> None:
     assert all(n.startswith("bob~") for n in published)
     f.witness()
     ok(f.execute())
+
+
+def test_execute_waits_for_the_witness(tmp_path: Path) -> None:
+    """`execute --wait`: the run publishes its challenge and waits; the witness signs it
+    from another process; the waiting run goes on and consumes it."""
+    from tests import faultcli
+    from tests.scenario import wait_until
+    from tests.test_execute_local import Flow
+
+    f = Flow(tmp_path / "demo")
+    chal = f.d.store / "_cleanup" / "plans" / f.plan_id / "challenges"
+    run = faultcli.spawn(["execute", str(f.plan), "--stage", "0", "--executor", "alice",
+                          "--key", str(f.d.key("alice")), "--wait", "2m", "--json"], env=f.env)
+    try:
+        wait_until(lambda: any(chal.glob("execute.0.*.json")) or run.poll() is not None,
+                   timeout=120, what="the waiting run's challenge")
+        assert run.poll() is None, run.communicate()
+        ok(run_cli(["witness", str(f.plan), "--stage", "0", "--signer", "bob", "--key",
+                    str(f.d.key("bob"))], env=f.env))
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err
+    assert json.loads(out)["removed"] == len(f.manifest(0))
+    assert len(list(chal.glob("*.consumed"))) == 1
