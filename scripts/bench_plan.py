@@ -6,6 +6,8 @@ Usage (from the repository root)::
     .venv/bin/python scripts/bench_plan.py --objects 1000000
     .venv/bin/python scripts/bench_plan.py --workdir /tmp/bench-plan/10m --keep --json out.json
     .venv/bin/python scripts/bench_plan.py --workdir /tmp/bench-plan/10m --reuse --profile
+    .venv/bin/python scripts/bench_plan.py --engine duckdb --engine spark \
+        --spark-master 'local[2]' --spark-conf spark.driver.memory=4g   # both, one run
 
 Steps:
 
@@ -72,15 +74,51 @@ GEN_MEMORY_LIMIT = "4GB"
 
 # Runs argv[3:], then writes wall time and the children's rusage to argv[1] as JSON.
 _WRAPPER = r"""
-import json, resource, subprocess, sys, time
+import json, os, resource, subprocess, sys, threading, time
 out, cmd = sys.argv[1], sys.argv[3:]
+page = os.sysconf("SC_PAGE_SIZE")
+tick = os.sysconf("SC_CLK_TCK")
+peak = {"tree_rss": 0, "cpu": {}}
+done = threading.Event()
+def sample(root):
+    # Every 0.1 s: the RSS summed over the command's process tree (Spark's JVM is a
+    # grandchild that getrusage never sees once it is orphaned), and each process's CPU.
+    while not done.is_set():
+        kids, stats = {}, {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as fh:
+                        f = fh.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                kids.setdefault(int(f[1]), []).append(int(d))
+                stats[int(d)] = (int(f[21]) * page, (int(f[11]) + int(f[12])) / tick)
+        tree, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo += kids.get(pid, [])
+        rss = sum(stats[p][0] for p in tree if p in stats)
+        peak["tree_rss"] = max(peak["tree_rss"], rss)
+        for p in tree:
+            if p in stats:
+                peak["cpu"][p] = stats[p][1]
+        done.wait(0.1)
 t0 = time.perf_counter()
-rc = subprocess.run(cmd).returncode
+proc = subprocess.Popen(cmd)
+th = threading.Thread(target=sample, args=(proc.pid,), daemon=True)
+th.start()
+rc = proc.wait()
 wall = time.perf_counter() - t0
+done.set()
+th.join()
 ru = resource.getrusage(resource.RUSAGE_CHILDREN)
 with open(out, "w") as fh:
     json.dump({"rc": rc, "wall_s": wall, "maxrss_kib": ru.ru_maxrss,
-               "user_s": ru.ru_utime, "sys_s": ru.ru_stime}, fh)
+               "user_s": ru.ru_utime, "sys_s": ru.ru_stime,
+               "tree_peak_rss_kib": peak["tree_rss"] // 1024,
+               "tree_cpu_s": sum(peak["cpu"].values())}, fh)
 sys.exit(rc)
 """
 
@@ -142,10 +180,16 @@ class Measured:
     sys_s: float
     stdout: str = ""
     stderr: str = ""
+    tree_peak_rss_kib: int = 0  # sampled every 0.1 s, summed over the process tree
+    tree_cpu_s: float = 0.0  # sampled: includes processes getrusage does not see (a JVM)
 
     @property
     def maxrss_mib(self) -> float:
         return self.maxrss_kib / 1024
+
+    @property
+    def tree_rss_mib(self) -> float:
+        return self.tree_peak_rss_kib / 1024
 
 
 @dataclass
@@ -179,7 +223,8 @@ def measure(name: str, cmd: list[str], cwd: Path, logdir: Path) -> Measured:
         r = {"rc": -1, "wall_s": float("nan"), "maxrss_kib": 0, "user_s": 0.0, "sys_s": 0.0}
     return Measured(name, int(r["rc"]), float(r["wall_s"]), int(r["maxrss_kib"]),
                     float(r["user_s"]), float(r["sys_s"]),
-                    out_path.read_text(errors="replace"), err_path.read_text(errors="replace"))
+                    out_path.read_text(errors="replace"), err_path.read_text(errors="replace"),
+                    int(r.get("tree_peak_rss_kib", 0)), float(r.get("tree_cpu_s", 0.0)))
 
 
 # ---------------------------------------------------------------------------- generation
@@ -466,6 +511,48 @@ def compare_sets(baseline: Path, manifest: Path) -> dict[str, int]:
             "baseline_bytes": int(row[2]), "manifest_bytes": int(row[3])}
 
 
+def engine_args(args: argparse.Namespace, engine: str) -> list[str]:
+    """The `cleanup plan` options that select ``engine``."""
+    if engine == "duckdb":
+        return ["--engine", "duckdb"]
+    out = ["--engine", "spark", "--spark-master", args.spark_master]
+    for kv in args.spark_conf:
+        out += ["--spark-conf", kv]
+    return out
+
+
+def compare_engines(args: argparse.Namespace, runs: dict[str, list[Measured]],
+                    dirs: dict[str, list[Path]], b_wall: float, b_rss: float,
+                    problems: list[str]) -> dict[str, Any]:
+    """Per engine: median wall, max peak RSS, ratio to the baseline; every engine's
+    manifest must be byte-identical to the first engine's (same sha256, so the same
+    plan id for the same inputs and clock)."""
+    import hashlib
+
+    out: dict[str, Any] = {}
+    first = args.engines[0]
+    ref_sha = hashlib.sha256((dirs[first][-1] / "manifest.parquet").read_bytes()).hexdigest()
+    print(f"\n{'engine':16} {'wall s':>9} {'tree CPU s':>11} {'tree RSS MiB':>13} "
+          f"{'vs baseline':>12} {'vs ' + first:>12}  manifest sha256")
+    first_wall = statistics.median(m.wall_s for m in runs[first])
+    for engine, ms in runs.items():
+        wall = statistics.median(m.wall_s for m in ms)
+        cpu = statistics.median(m.tree_cpu_s for m in ms)
+        rss = max(m.tree_rss_mib for m in ms)
+        sha = hashlib.sha256((dirs[engine][-1] / "manifest.parquet").read_bytes()).hexdigest()
+        objects = json.loads(ms[-1].stdout).get("objects")
+        if sha != ref_sha:
+            problems.append(f"manifest of --engine {engine} differs from --engine {first}")
+        print(f"{engine:16} {wall:>9.2f} {cpu:>11.2f} {rss:>13.0f} {wall / b_wall:>11.2f}x "
+              f"{wall / first_wall:>11.2f}x  {sha[:16]}...")
+        out[engine] = {"wall_s": wall, "tree_cpu_s": cpu, "tree_peak_rss_mib": rss,
+                       "ratio_to_baseline": wall / b_wall, f"ratio_to_{first}": wall / first_wall,
+                       "manifest_sha256": sha, "objects": objects}
+    print(f"{'baseline':16} {b_wall:>9.2f} {'':>11} {b_rss:>13.0f} {1:>11.2f}x   "
+          "(baseline RSS: its ru_maxrss; tree RSS: sampled sum over the process tree)")
+    return out
+
+
 def default_cleanup() -> str:
     beside = Path(sys.executable).parent / "cleanup"
     return str(beside) if beside.exists() else (shutil.which("cleanup") or "cleanup")
@@ -496,8 +583,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cleanup", default=default_cleanup(), help="the cleanup executable")
     p.add_argument("--json", dest="json_out", type=Path, default=None,
                    help="also write the results as JSON here")
+    p.add_argument("--engine", dest="engines", action="append", choices=["duckdb", "spark"],
+                   help="engine(s) of `cleanup plan` to measure, in this order; repeat for "
+                        "several in one run [default: duckdb]")
+    p.add_argument("--spark-master", default="local[2]", help="for --engine spark")
+    p.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="for --engine spark (repeatable), e.g. spark.driver.memory=4g")
     p.add_argument("--profile-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.engines = list(dict.fromkeys(args.engines or ["duckdb"]))
     if args.objects < TENANTS * TABLES_PER_TENANT:
         p.error(f"--objects must be at least {TENANTS * TABLES_PER_TENANT}")
     if not 0.9 <= args.referenced_fraction < 1.0:
@@ -558,8 +652,9 @@ def run(args: argparse.Namespace, workdir: Path, created: list[Path]) -> int:
 
     inv, snap = workdir / "inventory.parquet", workdir / "snapshot.parquet"
     baselines: list[Measured] = []
-    cleanups: list[Measured] = []
-    plan_dirs: list[Path] = []
+    engine_runs: dict[str, list[Measured]] = {e: [] for e in args.engines}
+    engine_dirs: dict[str, list[Path]] = {e: [] for e in args.engines}
+    cleanups, plan_dirs = engine_runs[args.engines[0]], engine_dirs[args.engines[0]]
     baseline_out = workdir / "baseline.parquet"
     created.append(baseline_out)
     for rep in range(args.repeat):
@@ -576,23 +671,25 @@ def run(args: argparse.Namespace, workdir: Path, created: list[Path]) -> int:
             raise SystemExit(f"baseline failed (exit {b.rc})")
         baselines.append(b)
 
-        n = 1
-        while (workdir / f"plan-{n}").exists():
-            n += 1
-        plan_dir = workdir / f"plan-{n}"
-        created.append(plan_dir)
-        c = measure(f"cleanup-{rep + 1}",
-                    [args.cleanup, "plan", "--store", "store", "--inventory", "inventory.parquet",
-                     "--snapshot", "snapshot.parquet", "-o", plan_dir.name, "--author", "bench",
-                     "--key", "key", "--memory-limit", args.memory_limit, "--json"],
-                    workdir, logdir)
-        if c.rc != 0:
-            print(c.stdout[-3000:], c.stderr[-3000:], sep="\n", file=sys.stderr)
-            raise SystemExit(f"cleanup plan failed (exit {c.rc})")
-        cleanups.append(c)
-        plan_dirs.append(plan_dir)
-        print(f"run {rep + 1}: baseline {b.wall_s:.2f}s {b.maxrss_mib:.0f} MiB; "
-              f"cleanup plan {c.wall_s:.2f}s {c.maxrss_mib:.0f} MiB")
+        for engine in args.engines:
+            n = 1
+            while (workdir / f"plan-{n}").exists():
+                n += 1
+            plan_dir = workdir / f"plan-{n}"
+            created.append(plan_dir)
+            c = measure(f"cleanup-{engine}-{rep + 1}",
+                        [args.cleanup, "plan", "--store", "store", "--inventory",
+                         "inventory.parquet", "--snapshot", "snapshot.parquet", "-o",
+                         plan_dir.name, "--author", "bench", "--key", "key", "--memory-limit",
+                         args.memory_limit, "--json", *engine_args(args, engine)],
+                        workdir, logdir)
+            if c.rc != 0:
+                print(c.stdout[-3000:], c.stderr[-3000:], sep="\n", file=sys.stderr)
+                raise SystemExit(f"cleanup plan --engine {engine} failed (exit {c.rc})")
+            engine_runs[engine].append(c)
+            engine_dirs[engine].append(plan_dir)
+            print(f"run {rep + 1}: baseline {b.wall_s:.2f}s {b.maxrss_mib:.0f} MiB; "
+                  f"cleanup plan --engine {engine} {c.wall_s:.2f}s {c.maxrss_mib:.0f} MiB")
 
     # Correctness: the plan's manifest is exactly the baseline's set.
     baseline_rows = json.loads(baselines[-1].stdout.strip().splitlines()[-1])["rows"]
@@ -642,6 +739,7 @@ def run(args: argparse.Namespace, workdir: Path, created: list[Path]) -> int:
     print(f"candidates {manifest_rows:,} of {args.objects:,} "
           f"({manifest_rows / args.objects:.2%}); same set as baseline: "
           f"{'yes' if not problems else 'NO'}")
+    engines_summary = compare_engines(args, engine_runs, engine_dirs, b_wall, b_rss, problems)
     for prob in problems:
         print(f"PROBLEM: {prob}", file=sys.stderr)
 
@@ -663,6 +761,10 @@ def run(args: argparse.Namespace, workdir: Path, created: list[Path]) -> int:
                         "problems": problems, "ratio_ok": ratio_ok, "rss_ok": rss_ok},
             "profile": profile,
             "plan_json": plan_json,
+            "engines": engines_summary,
+            "engine_runs": {e: [asdict(m) | {"stdout": m.stdout[-2000:],
+                                             "stderr": m.stderr[-2000:]} for m in ms]
+                            for e, ms in engine_runs.items()},
         }
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json_out}")
