@@ -221,7 +221,8 @@ class Engine:
         self.con.execute(
             f"CREATE TEMP VIEW inv_all AS SELECT key, size, "
             f"CAST(last_modified AS TIMESTAMPTZ) AS last_modified, etag, "
-            f"(file_index::BIGINT << 40) + file_row_number AS rn, "
+            # Row numbers restart in each shard: the file's index makes them unique.
+            f"{'(file_index::BIGINT << 40) + ' if len(files) > 1 else ''}file_row_number AS rn, "
             f"{'key_raw' if raw_ok else 'NULL::BLOB AS key_raw'} "
             f"FROM read_parquet({inv_file}, file_row_number = true) WHERE key IS NOT NULL")
         self.con.execute(
