@@ -150,17 +150,10 @@ def _write_anchor(store: Store, seq: int, digest: str) -> None:
 
 def _sign_entry(store: Store, seq: int, principal: str, data: bytes, key: str) -> None:
     """The acting principal's SSHSIG over the entry's bytes (namespace cleanup-audit)."""
-    import tempfile
+    from cleanup.signing import NS_AUDIT, sign_bytes
 
-    from cleanup.signing import NS_AUDIT, sign_file
-
-    with tempfile.TemporaryDirectory(prefix="cleanup-audit-") as d:
-        path = os.path.join(d, "entry.json")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        with open(sign_file(path, key, NS_AUDIT), "rb") as fh:
-            sig = fh.read()
-    store.put_if_absent(f"{SIG_PREFIX}{seq:012d}.{principal}.sig", sig)
+    store.put_if_absent(f"{SIG_PREFIX}{seq:012d}.{principal}.sig",
+                        sign_bytes(data, key, NS_AUDIT))
 
 
 def append(store: Store, event: str, *, plan_id: str | None = None,

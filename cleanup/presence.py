@@ -28,7 +28,7 @@ from cleanup.core.names import I8
 from cleanup.core.timeutil import format_duration, format_time
 from cleanup.errors import SignoffError, UsageError
 from cleanup.published import Published, Record
-from cleanup.signing import NS_WITNESS, load_signature, sign_file
+from cleanup.signing import NS_WITNESS, load_signature, sign_bytes
 
 if TYPE_CHECKING:
     from cleanup.model import Plan
@@ -189,12 +189,7 @@ def sign_challenge(store: Store, plan_id: str, stage: int, action: str, signer: 
            "audit_head": cdoc.get("audit_head"), "executor": cdoc.get("executor"),
            "signer": signer, "signed_at": format_time(now)}
     data = canonical_json(doc)
-    with tempfile.TemporaryDirectory(prefix="cleanup-witness-") as d:
-        path = os.path.join(d, "w.json")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        with open(sign_file(path, key, NS_WITNESS), "rb") as fh:
-            sig = fh.read()
+    sig = sign_bytes(data, key, NS_WITNESS)
     pub.create(("challenges", f"{name}.witness.{signer}.sig"), sig)
     pub.create(("challenges", f"{name}.witness.{signer}.json"), data)
     return name, doc

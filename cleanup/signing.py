@@ -57,6 +57,18 @@ def sign_file(path: str, key: str, namespace: str) -> str:
     return sig
 
 
+def sign_bytes(data: bytes, key: str, namespace: str) -> bytes:
+    """The detached SSHSIG (armored) of ``data`` by ``key``, made in a private temp dir."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cleanup-sign-") as d:
+        path = os.path.join(d, "doc")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        with open(sign_file(path, key, namespace), "rb") as fh:
+            return fh.read()
+
+
 def public_key_of(key: str) -> str:
     """The OpenSSH public key line for ``key`` (a .pub is read; a private key is derived)."""
     if key.endswith(".pub"):
