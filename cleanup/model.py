@@ -549,11 +549,15 @@ class Signature:
     signed_at: datetime
     role: str  # author | approver
     comment: str = ""
+    #: the store's audit head (``SEQ:SHA256``) the signer saw, where the store could be
+    #: read (I14: a log cut below it is detected)
+    audit_head: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"plan_id": self.plan_id, "signer": self.signer,
                 "signed_at": format_time(self.signed_at), "role": self.role,
-                "comment": self.comment}
+                "comment": self.comment,
+                **({"audit_head": self.audit_head} if self.audit_head else {})}
 
 
 @dataclass(frozen=True)

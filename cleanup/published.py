@@ -350,6 +350,12 @@ def referenced_heads(pub: Published) -> list[str]:
             head = rec.doc().get("audit_head") if rec else None
             if isinstance(head, str) and head:
                 out.append(head)
+    for name in pub.names("signatures", "approvals"):
+        if name.endswith(".json"):
+            rec = pub.get("signatures", "approvals", name)
+            head = rec.doc().get("audit_head") if rec else None
+            if isinstance(head, str) and head:
+                out.append(head)
     for name in pub.names("challenges"):
         if name.endswith(".consumed"):
             rec = pub.get("challenges", name)

@@ -235,8 +235,22 @@ def audit_plan_event(plan: Plan, event: str, *, plan_id: str, principal: str,
                             key=key)
 
 
+def _seen_head(plan: Plan, endpoint_url: str | None) -> str | None:
+    """The plan's store's audit head (``SEQ:SHA256``), or None if the store cannot be read
+    from here (an offline approval is published later)."""
+    from cleanup import audit
+    from cleanup.errors import CleanupError
+
+    try:
+        head = audit.read_head(_plan_store(plan, endpoint_url))
+    except (CleanupError, OSError):
+        return None
+    return f"{head[0]}:{head[1]}" if head is not None and head[0] > 0 else None
+
+
 def approve(plan_dir: str, signer: str, key: str, comment: str = "",
-            now: datetime | None = None) -> tuple[str, str]:
+            now: datetime | None = None,
+            endpoint_url: str | None = None) -> tuple[str, str]:
     """Sign the plan as an approver; return (plan_id, path of the approval JSON)."""
     _check_name(signer)
     plan, plan_id, integrity = check_integrity(plan_dir)
@@ -245,7 +259,8 @@ def approve(plan_dir: str, signer: str, key: str, comment: str = "",
         raise SignoffError(f"{signer} is the plan's author: self-approval does not count",
                            hint="a second engineer must approve")
     now = now or datetime.now(UTC)
-    doc = SignatureDoc(plan_id, signer, now, "approver", comment).to_json()
+    doc = SignatureDoc(plan_id, signer, now, "approver", comment,
+                       audit_head=_seen_head(plan, endpoint_url)).to_json()
     path = PlanBundle.layout(plan_dir).approval_json(signer)
     _write_signed(doc, path, key, NS_PLAN)
     return plan_id, path

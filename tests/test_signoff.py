@@ -160,8 +160,12 @@ def test_happy_path_ed25519_and_ecdsa_approvers(so: Signoff, team: Path, bob_key
     plan_id = hashlib.sha256((so.plan_dir / "plan.json").read_bytes()).hexdigest()
     doc_path, sig_path = approval(so.plan_dir, "bob")
     doc = json.loads(doc_path.read_bytes())
-    assert set(doc) == {"plan_id", "signer", "signed_at", "role", "comment"}
+    assert set(doc) == {"plan_id", "signer", "signed_at", "role", "comment", "audit_head"}
     assert doc["plan_id"] == plan_id
+    # The audit head bob saw (I14): entry 1, the plan's creation, as it is in the log.
+    seq, digest = doc["audit_head"].split(":")
+    entry = so.store / "_cleanup" / "audit" / f"{int(seq):012d}.json"
+    assert hashlib.sha256(entry.read_bytes()).hexdigest() == digest
     assert (doc["signer"], doc["role"], doc["comment"]) == ("bob", "approver",
                                                             "checked the tenants")
     signed_at = datetime.fromisoformat(doc["signed_at"])

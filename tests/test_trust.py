@@ -473,3 +473,18 @@ def test_execute_waits_for_the_witness(tmp_path: Path) -> None:
     assert run.returncode == 0, err
     assert json.loads(out)["removed"] == len(f.manifest(0))
     assert len(list(chal.glob("*.consumed"))) == 1
+
+
+def test_an_approval_anchors_the_audit_log_it_saw(tmp_path: Path) -> None:
+    """I14: the approval carries the audit head its signer saw, so a log cut below it (the
+    head object removed too) fails verification even before any stage ran."""
+    from tests.test_execute_local import Flow
+
+    f = Flow(tmp_path / "demo")
+    audit_dir = f.d.store / "_cleanup" / "audit"
+    ok(run_cli(["audit", "verify", str(f.d.store)]))
+    for p in sorted(audit_dir.iterdir()):
+        p.unlink()
+    (f.d.store / "_cleanup" / "audit-head.json").unlink()
+    assert_one_line_error(run_cli(["audit", "verify", str(f.d.store)]), 3, "I14 audit",
+                          "a record saw audit entry 1")

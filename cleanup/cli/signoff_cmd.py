@@ -48,7 +48,7 @@ def approve(plan_dir: str, signer: str, key: str, comment: str, yes: bool,
     from cleanup.errors import CleanupError
     from cleanup.signoff import publish
 
-    plan_id, path = do_approve(plan_dir, signer, key, comment)
+    plan_id, path = do_approve(plan_dir, signer, key, comment, endpoint_url=endpoint_url)
     try:
         publish(plan_dir, endpoint_url)
     except CleanupError as exc:
