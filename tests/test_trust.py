@@ -380,6 +380,10 @@ def test_anchor_with_object_lock_on_moto(moto_server: object, tmp_path: Path,
     env = server.env()  # type: ignore[attr-defined]
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    import boto3
+
+    # A fresh default session: an earlier in-process client may hold other credentials.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     store = open_store(f"s3://{bucket}/data/")
     anchor = open_store(f"s3://{locked}/")
     audit.use_anchor(anchor)
