@@ -6,8 +6,11 @@
     PLAN_DIR/manifest.parquet                  candidates, sha256 recorded in plan.json
     PLAN_DIR/signatures/author.json, .sig      the author's signature
     PLAN_DIR/signatures/approvals/NAME.json, .sig
-    PLAN_DIR/witness/stage-N.NAME.json, .sig   witnesses (I8)
-    PLAN_DIR/journal/stage-N.jsonl             execution journal (+ executor signatures)
+    PLAN_DIR/journal/stage-N.jsonl             this machine's execution log
+
+A plan directory is a cache of the plan published in its store
+(:mod:`cleanup.published`); :meth:`PlanBundle.fetch` reads the store's copy into a
+private directory for execution (witnesses and stage records exist only there).
 
 :meth:`PlanBundle.open` reads plan.json once (bytes -> plan id -> :class:`Plan`).
 The manifest is hashed while it is copied into a private directory, and every
@@ -87,29 +90,12 @@ class BundleLayout:
                                                        "*.json")))]
 
     @property
-    def witness_dir(self) -> str:
-        return os.path.join(self.root, "witness")
-
-    def witness_json(self, stage: int, signer: str) -> str:
-        return os.path.join(self.witness_dir, f"stage-{stage}.{signer}.json")
-
-    def witnesses(self, stage: int) -> list[tuple[str, str]]:
-        """(signer, path of its JSON) for each witness of ``stage`` present, by path."""
-        prefix = f"stage-{stage}."
-        return [(os.path.basename(p)[len(prefix): -len(".json")], p)
-                for p in sorted(glob.glob(os.path.join(glob.escape(self.witness_dir),
-                                                       f"{prefix}*.json")))]
-
-    @property
     def journal_dir(self) -> str:
         return os.path.join(self.work_root, "journal")
 
     def journal_path(self, stage: int, dry_run: bool = False) -> str:
         name = f"stage-{stage}.dry-run.jsonl" if dry_run else f"stage-{stage}.jsonl"
         return os.path.join(self.journal_dir, name)
-
-    def executor_json(self, stage: int, executor: str) -> str:
-        return os.path.join(self.journal_dir, f"stage-{stage}.executor.{executor}.json")
 
     @property
     def scratch_dir(self) -> str:

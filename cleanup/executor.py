@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -177,18 +177,6 @@ def _versioned(store: Store) -> VersionedStore:
     if versioned is None:
         raise UsageError("quarantine mode 'versioning' needs an S3 or GCS store")
     return versioned
-
-
-def iter_stage(plan_dir: str, stage: int, batch_size: int) -> Iterator[list[ObjectInfo]]:
-    """The stage's manifest rows in key order, ``batch_size`` at a time (verified manifest)."""
-    with PlanBundle.open(plan_dir) as bundle:
-        yield from bundle.iter_stage(stage, batch_size)
-
-
-def check_manifest(plan_dir: str) -> None:
-    """Refuse a manifest row without key, size or last_modified (see PlanBundle)."""
-    with PlanBundle.open(plan_dir) as bundle:
-        bundle.check_manifest()
 
 
 def _digest(keys: list[str]) -> str:

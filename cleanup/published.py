@@ -152,9 +152,6 @@ class Published:
                 out.add(rest.split("/", 1)[0])
         return sorted(out)
 
-    def exists(self) -> bool:
-        return self.store.get_bytes(self.key("plan.json")) is not None
-
     def fetch(self, dest: str) -> dict[str, datetime]:
         """Copy the published bundle into ``dest`` (a private directory); return each
         signature file's store record time by its local path (I18). plan.json must hash

@@ -5,6 +5,7 @@ or Java fails (tests/support.py ``unavailable``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -156,12 +157,19 @@ def _opts(store: Path, inv: Path, snap: Path, world: dict[str, Any], engine: str
         threads=2, now=NOW)
 
 
+_FIRST_SKEWS: dict[str, Any] = {}
+
+
 def _plan_with(engine: str, store: Path, inv: Path, snap: Path, world: dict[str, Any],
                tmp: Path) -> dict[str, Any]:
     """What `cleanup plan` computes with ``engine``, refusals included: the engine's result,
     the checks, the manifest's bytes and the plan id compute_plan gives (before signing)."""
     opts = _opts(store, inv, snap, world, engine, tmp / f"plan-{engine}")
     facts = _read_facts(opts, open_store(_ref(store)), NOW)
+    # The store clock's measured skew (I15) is recorded in plan.json and varies by a few
+    # microseconds from one reading to the next: both engines plan with the same facts, as
+    # one `cleanup plan` reads them once.
+    facts = dataclasses.replace(facts, skews=_FIRST_SKEWS.setdefault(str(store), facts.skews))
     work = tmp / f"work-{engine}"
     work.mkdir()
     engine_obj = open_engine(EngineInput(
