@@ -21,6 +21,10 @@ Roles, for a store ``s3://BUCKET/PREFIX/`` (``R`` is the store's object ARN
 ``approver`` (``cleanup approve``, ``cleanup witness``)
     The same reads; ``s3:PutObject`` on ``R_cleanup/plans/*`` and
     ``R_cleanup/audit/*`` only. The same explicit Deny on deletes.
+    Both people's roles are explicitly denied ``s3:PutObject`` on
+    ``R_cleanup/plans/*/stages/*`` and ``R_cleanup/plans/*/challenges/*.consumed``:
+    stage records and consumed marks are the runner's (it signs the stage records
+    too, and execution counts only those, I10).
 ``runner`` (``cleanup execute``, ``restore``, ``purge``)
     ``s3:ListBucket`` and ``s3:ListBucketVersions`` (limited to ``PREFIX*``),
     ``s3:GetBucketLocation``, ``s3:GetBucketVersioning``, and ``s3:GetObject``,
@@ -70,6 +74,10 @@ WRITABLE_AREAS: dict[str, tuple[str, ...]] = {
 RUNNER_UNDELETABLE = (AUDIT, PLANS)
 
 DELETE_ACTIONS = ("s3:DeleteObject", "s3:DeleteObjectVersion")
+#: What only the runner writes under ``plans/<plan-id>/``: stage and batch records
+#: (signed by the runner, I10) and the mark that a witnessed challenge was used (I8).
+#: People are denied creating them even where their grant on ``plans/*`` would allow it.
+RUNNER_RECORDS = ("stages/*", "challenges/*.consumed")
 
 _BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,254}")
 # IAM wildcards and policy variables: in a Resource or StringLike value they would widen it.
@@ -176,6 +184,8 @@ def bucket_policy(store_url: str, role: str, principal_arn: str) -> dict[str, An
                    [reserved + area + "*" for area in WRITABLE_AREAS[role]]),
         _statement(sid + "DenyDelete", "Deny", principal, list(DELETE_ACTIONS),
                    [objects + "*"]),
+        _statement(sid + "DenyRunnerRecords", "Deny", principal, ["s3:PutObject"],
+                   [reserved + PLANS + "*/" + tail for tail in RUNNER_RECORDS]),
     ]}
 
 

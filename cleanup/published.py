@@ -10,10 +10,15 @@ with conditional creates so that nothing is replaced:
 - ``challenges/ACTION.STAGE.NONCE.json``: what a runner publishes when it starts an
   ``execute`` or ``purge``; ``...witness.NAME.json`` (+ ``.sig``) a witness's signature
   over it; ``...consumed`` the one audit entry that used it (I8).
-- ``stages/N/started.json``, ``finished.json``, ``halted.json``, ``purged.json`` and
+- ``stages/N/started.json``, ``finished.json``, ``halted.json``, ``purged.SEQ.json`` and
   ``stages/N/batches/B.json`` (the keys each batch removed and where to): written by
-  execution only; the stage gate, halts, retention, restore and purge read them, and
-  measure holds with the store's clock (I10, I11).
+  execution only, each signed by the runner that wrote it (a ``signature`` field: an
+  SSHSIG in the ``cleanup-record`` namespace over the rest of the record). The stage
+  gate, halts, retention, resume and purge count only records signed by a principal
+  holding the runner role in the verified trust root, naming this plan, this stage (and
+  batch) and this event: a record a person created with a write grant under
+  ``_cleanup/plans/`` (or copied from another plan) does not move a stage on (I10, I11).
+  Holds are measured with the store's clock.
 
 Every key is joined through :func:`key` (one join: no ``..``, no absolute path, no NUL).
 """
@@ -27,6 +32,7 @@ import re
 import secrets
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -79,12 +85,28 @@ class Record:
         return out if isinstance(out, dict) else {}
 
 
-class Published:
-    """One plan's records in one store."""
+@dataclass(frozen=True)
+class RecordTrust:
+    """Who may write a plan's stage records: the runners of the verified trust root
+    (``allowed``: its allowed_signers file), and -- for a run that writes -- the runner
+    signing now (``principal`` with ``key``)."""
 
-    def __init__(self, store: Store, plan_id: str) -> None:
+    allowed: str
+    is_runner: Callable[[str], bool]
+    principal: str | None = None
+    key: str | None = None
+
+
+class Published:
+    """One plan's records in one store. With ``trust`` the stage records are signed when
+    written and checked when read; without it (``cleanup status`` with no pinned trust
+    root, restore -- which only ever moves objects back) they are read as they are."""
+
+    def __init__(self, store: Store, plan_id: str, trust: RecordTrust | None = None) -> None:
         self.store = store
         self.plan_id = check_plan_id(plan_id)
+        self.trust = trust
+        self._checked: dict[tuple[str, bytes], bool] = {}
 
     def key(self, *parts: str) -> str:
         return key(self.plan_id, *parts)
@@ -184,17 +206,109 @@ class Published:
 
     # ------------------------------------------------------------------ stage records
 
+    @property
+    def verifying(self) -> bool:
+        """Whether stage records are checked against the trust root's runners."""
+        return self.trust is not None
+
+    def signed(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """``doc`` with the writing runner's signature over its canonical bytes."""
+        from cleanup.signing import NS_RECORD, sign_bytes
+
+        t = self.trust
+        if t is None or t.principal is None or t.key is None:
+            raise UsageError("internal: a stage record is written without a runner key")
+        sig = sign_bytes(canonical_json(doc), t.key, NS_RECORD).decode("ascii")
+        return {**doc, "signature": {"principal": t.principal, "sshsig": sig}}
+
+    def trusted(self, rec: Record, **expect: Any) -> bool:
+        """True if ``rec`` is a stage record a runner of the trust root signed for this
+        plan, with the fields ``expect`` names (stage, event, batch); always True when
+        this view does not verify."""
+        if self.trust is None:
+            return True
+        memo = (rec.key, rec.data)
+        if memo not in self._checked:
+            self._checked[memo] = self._check(rec, self.trust, expect)
+        return self._checked[memo]
+
+    def _check(self, rec: Record, trust: RecordTrust, expect: dict[str, Any]) -> bool:
+        from cleanup.signing import NS_RECORD, ssh_verify
+
+        doc = rec.doc()
+        sig = doc.pop("signature", None)
+        if not isinstance(sig, dict) or doc.get("plan_id") != self.plan_id:
+            return False
+        who, armored = sig.get("principal"), sig.get("sshsig")
+        if not isinstance(who, str) or not isinstance(armored, str) \
+                or not trust.is_runner(who):
+            return False
+        if any(doc.get(k) != v for k, v in expect.items()):
+            return False
+        with tempfile.TemporaryDirectory(prefix="cleanup-record-") as d:
+            doc_path, sig_path = os.path.join(d, "doc"), os.path.join(d, "doc.sig")
+            with open(doc_path, "wb") as fh:
+                fh.write(canonical_json(doc))
+            with open(sig_path, "w", encoding="ascii", errors="replace") as fh:
+                fh.write(armored)
+            state, _fpr, _detail = ssh_verify(doc_path, sig_path, trust.allowed, who,
+                                              NS_RECORD, rec.recorded_at)
+        return state == "valid"
+
     def stage_record(self, stage: int, what: str) -> Record | None:
-        return self.get("stages", str(stage), f"{what}.json")
+        """The stage's ``what`` record (started, finished, halted), if a runner signed it."""
+        rec = self.get("stages", str(stage), f"{what}.json")
+        if rec is None or not self.trusted(rec, stage=stage, event=what):
+            return None
+        return rec
+
+    def stage_record_present(self, stage: int, what: str) -> bool:
+        """Whether any object holds the record's name (signed or not): a name taken by an
+        unsigned object cannot be written again, and the runner must say so."""
+        return self.store.get_bytes(self.key("stages", str(stage), f"{what}.json")) is not None
+
+    def as_runner(self, principal: str, key: str) -> None:
+        """From now on this view writes records signed by ``principal``'s ``key`` (a runner
+        that proved itself against the trust root)."""
+        if self.trust is None:
+            raise UsageError("internal: a runner writes stage records only with a trust root")
+        self.trust = RecordTrust(self.trust.allowed, self.trust.is_runner, principal, key)
 
     def write_stage_record(self, stage: int, what: str, doc: dict[str, Any]) -> bool:
-        return self.create_doc(("stages", str(stage), f"{what}.json"), doc)
+        return self.write_signed(("stages", str(stage), f"{what}.json"), doc,
+                                 stage=stage, event=what)
+
+    def write_batch_record(self, stage: int, batch: int, doc: dict[str, Any]) -> bool:
+        return self.write_signed(("stages", str(stage), "batches", f"{batch:08d}.json"),
+                                 doc, stage=stage, batch=batch)
+
+    def write_signed(self, parts: tuple[str, ...], doc: dict[str, Any],
+                      **expect: Any) -> bool:
+        """Create a signed stage record. Its name taken by an object no runner signed for
+        this plan (a person with a write grant, a record copied from another plan) is an
+        I10 violation: the stage's records cannot be trusted any more."""
+        data = canonical_json(self.signed(doc))
+        k = self.key(*parts)
+        if self.store.put_if_absent(k, data):
+            return True
+        rec = self.get(*parts)
+        if rec is not None and self.trusted(rec, **expect):
+            return False
+        raise InvariantViolation(I10, f"{k} exists in the store but no runner of the trust "
+                                      "root signed it for this plan: someone other than the "
+                                      "runner wrote a stage record",
+                                 hint="investigate who wrote it (the bucket's access log); "
+                                      "the plan's stage records cannot be trusted: make a "
+                                      "new plan")
 
     def batch_records(self, stage: int) -> list[Record]:
+        """The stage's batch records that a runner signed for this plan, stage and batch."""
         out = []
         for name in self.names("stages", str(stage), "batches"):
             rec = self.get("stages", str(stage), "batches", name)
-            if rec is not None:
+            if rec is None or not name.endswith(".json") or not name[:-5].isdigit():
+                continue
+            if self.trusted(rec, stage=stage, batch=int(name[:-5])):
                 out.append(rec)
         return out
 
@@ -344,7 +458,10 @@ def referenced_heads(pub: Published) -> list[str]:
                  *(n for n in pub.names("stages", stage) if n.startswith("purged."))]
         for name in names:
             rec = pub.get("stages", stage, name)
-            head = rec.doc().get("audit_head") if rec else None
+            # Only what a runner signed (a forged record's head would only block the log).
+            ok = rec is not None and pub.trusted(rec, stage=int(stage),
+                                                 event=name.split(".", 1)[0])
+            head = rec.doc().get("audit_head") if rec and ok else None
             if isinstance(head, str) and head:
                 out.append(head)
     for name in pub.names("signatures", "approvals"):

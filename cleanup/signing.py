@@ -25,6 +25,7 @@ NS_PLAN = "cleanup-plan"
 NS_WITNESS = "cleanup-witness"
 NS_TRUST = "cleanup-trust"
 NS_AUDIT = "cleanup-audit"
+NS_RECORD = "cleanup-record"  # stage and batch records, signed by the runner
 _FPR_RE = re.compile(r"key (SHA256:\S+)")
 
 

@@ -172,9 +172,7 @@ def _within_floors(plan: Plan, trust: VerifiedRoot) -> Check | None:
                      {}, hint="make the plan with the pinned trust root (--trust-root or "
                               "trust_root in cleanup.toml)")
     p = plan.policy
-    problems = loosened(trust.root.floors, min_approvals=p.min_approvals, buffer=plan.buffer,
-                        hold=plan.hold, retention=p.retention, approval_ttl=p.approval_ttl,
-                        witness_ttl=p.witness_ttl, max_clock_skew=p.max_clock_skew)
+    problems = loosened(trust.root.floors, p, buffer=plan.buffer, hold=plan.hold)
     if problems:
         return Check(I17, False, "the plan is looser than the trust root's floors: "
                                  + "; ".join(problems), {},

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 
@@ -34,11 +34,16 @@ from tests import faultcli, inproc
 from tests.conftest import Run
 from tests.factories import write_inventory_file, write_snapshot_file
 
+if TYPE_CHECKING:
+    from cleanup.published import RecordTrust
+
 TENANTS = ("internal", "acme", "globex", "initech")
 #: trust root floors that leave the tests' own policy values to the invariants under test
 PERMISSIVE_FLOORS = ("--floor", "min_buffer=0s", "--floor", "min_hold=0s", "--floor",
                      "min_retention=0s", "--floor", "max_approval_ttl=3650d", "--floor",
-                     "max_witness_ttl=3650d", "--floor", "max_clock_skew=3650d")
+                     "max_witness_ttl=3650d", "--floor", "max_clock_skew=3650d",
+                     "--floor", "max_delete_fraction=1", "--floor",
+                     "max_table_delete_fraction=1")
 
 
 class Runner(Protocol):
@@ -64,6 +69,19 @@ def allowed_signers_text(signers: Mapping[str, Path]) -> str:
     return "".join(f'{name} namespaces="cleanup-plan,cleanup-witness" '
                    f'{Path(str(key) + ".pub").read_text().strip()}\n'
                    for name, key in signers.items())
+
+
+def runner_record_trust(directory: Path, name: str = "runner") -> RecordTrust:
+    """A runner key and allowed_signers file that sign and check stage records, for
+    library tests that write records without a whole trust root."""
+    from cleanup.published import RecordTrust
+    from tests.conftest import make_key
+
+    key = make_key(directory, name)
+    allowed = directory / "allowed_signers.records"
+    allowed.write_text(f'{name} namespaces="cleanup-record" '
+                       f'{Path(str(key) + ".pub").read_text().strip()}\n')
+    return RecordTrust(str(allowed), lambda n: n == name, name, str(key))
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout: float = 30.0,

@@ -34,7 +34,7 @@ from tests.attackkit import (
 )
 from tests.conftest import Run, assert_one_line_error, make_key
 from tests.conftest import run_cli as run_process
-from tests.scenario import allowed_signers_text, ok
+from tests.scenario import allowed_signers_text, ok, runner_record_trust
 
 Make = Callable[..., Victim]
 
@@ -478,6 +478,38 @@ def test_a10_forged_batch_record_cannot_purge_live_files(make: Make) -> None:
     assert sorted(quarantine) == STAGE0
 
 
+# ---------------------------------------------------------------------- 11. forged stage records
+
+def test_a11_forged_stage_records_do_not_skip_a_stage(make: Make) -> None:
+    """An approver with a write grant under ``_cleanup/plans/`` creates stage 0's
+    started/finished/batch records before stage 0 ran, to get stage 1 (customers)
+    executed without the internal canary. Only records a runner signed count (I10): stage
+    1 is refused, stage 0 refuses to write over the forged names, nothing is touched."""
+    v = make()
+    ok(v.make_plan())
+    ok(v.approve("bob"))
+    before = v.data()
+    common = {"plan_id": v.plan_id, "stage": 0, "executor": "alice", "audit_head": "x",
+              "time": format_time(datetime.now(UTC))}
+    for name, extra in (("started", {}), ("finished", {"moved": len(STAGE0),
+                                                      "moved_bytes": 1, "skipped": {}})):
+        v.put(v.pub("stages", "0", f"{name}.json"), json.dumps(
+            {"type": "cleanup-stage-record", "event": name, **common, **extra},
+            sort_keys=True).encode())
+    v.put(v.pub("stages", "0", "batches", "00000000.json"), json.dumps({
+        "type": "cleanup-batch-record", "plan_id": v.plan_id, "stage": 0, "batch": 0,
+        "digest": "0" * 32, "mode": "copy", "moved": len(STAGE0), "moved_bytes": 1,
+        "skipped": {}, "removed": {}}, sort_keys=True).encode())
+    st = json.loads(ok(v.cli(["status", str(v.plan_dir), "--json"])).out)["stages"]
+    assert [s["state"] for s in st] == ["not-started", "not-started"], st
+    assert st[0]["verified"] is True
+    v.snapshot_live(v.ref(k) for k in REFERENCED)
+    refused(v.execute(1), 3, "I10", "stage 0")
+    ok(v.witness(0))
+    refused(v.execute(0), 3, "I10", "no runner of the trust root signed it")
+    untouched(v, before, {})
+
+
 # ---------------------------------------------------------------------- properties
 
 EDITS = st.lists(st.sampled_from([
@@ -594,7 +626,7 @@ def test_p2_audit_tampering_is_detected_once_stage_records_refer_to_it(
     root = tmp_path_factory.mktemp("audit")
     store = open_store(str(root))
     plan_id = "a" * 64
-    pub = Published(store, plan_id)
+    pub = Published(store, plan_id, runner_record_trust(tmp_path_factory.mktemp("keys")))
     entries = [audit.append(store, f"e{i}", plan_id=plan_id) for i in range(n)]
     # stage records saw some heads on the way, and the newest (stage 0's end)
     seen = sorted(set(data.draw(st.lists(st.integers(0, n - 2), max_size=2))) | {n - 1})

@@ -105,6 +105,8 @@ def test_evaluator_itself() -> None:
 
 # --- each role, exactly -----------------------------------------------------------------------
 
+#: stage/batch records and consumed marks: the runner's alone (I10, I8)
+RUNNER_RECORDS = [C + "plans/*/stages/*", C + "plans/*/challenges/*.consumed"]
 LIST_COND = {"StringLike": {"s3:prefix": ["warehouse/*"]}}
 EXPECTED: dict[str, list[tuple[str, str, list[str], list[str], dict[str, Any] | None]]] = {
     "planner": [
@@ -114,6 +116,7 @@ EXPECTED: dict[str, list[tuple[str, str, list[str], list[str], dict[str, Any] | 
         ("CleanupPlannerWriteBookkeeping", "Allow", ["s3:PutObject"],
          [C + "plans/*", C + "audit/*", C + "clock/*"], None),
         ("CleanupPlannerDenyDelete", "Deny", DELETES, [O + "*"], None),
+        ("CleanupPlannerDenyRunnerRecords", "Deny", ["s3:PutObject"], RUNNER_RECORDS, None),
     ],
     "approver": [
         ("CleanupApproverList", "Allow", ["s3:ListBucket"], [B], LIST_COND),
@@ -122,6 +125,7 @@ EXPECTED: dict[str, list[tuple[str, str, list[str], list[str], dict[str, Any] | 
         ("CleanupApproverWriteBookkeeping", "Allow", ["s3:PutObject"],
          [C + "plans/*", C + "audit/*"], None),
         ("CleanupApproverDenyDelete", "Deny", DELETES, [O + "*"], None),
+        ("CleanupApproverDenyRunnerRecords", "Deny", ["s3:PutObject"], RUNNER_RECORDS, None),
     ],
     "runner": [
         ("CleanupRunnerList", "Allow", ["s3:ListBucket", "s3:ListBucketVersions"], [B],
@@ -211,7 +215,7 @@ def test_combined_policy_and_its_refusals() -> None:
     # one person's role may plan and approve; it may never also be the runner
     both = combined_bucket_policy(STORE, {"planner": ARN["planner"], "approver": ARN["planner"],
                                           "runner": ARN["runner"]})
-    assert len(both["Statement"]) == 15
+    assert len(both["Statement"]) == 17
     for bad, needle in (({**ARN, "runner": ARN["approver"]}, "the runner and the approver"),
                         ({**ARN, "runner": ARN["planner"]}, "the runner and the planner"),
                         ({"planner": ARN["planner"]}, "no runner principal"),
@@ -253,7 +257,12 @@ SAMPLE_KEYS = ["t/part-0001.parquet", "_cleanup/plans/p1/plan.json", "_cleanup/p
                "_cleanup/audit/000000000001.json", "_cleanup/clock/probe-1",
                "_cleanup/trust/root.2.json", "_cleanup/trust/root.1.json.sig",
                "_cleanup/quarantine/p1/t/x", "_cleanup/lock", "_cleanup/probe/conditional-1",
-               "_cleanup/plans", "_cleanup/trustx/y", "_cleanup//trust/z", "x/_cleanup/trust/a"]
+               "_cleanup/plans", "_cleanup/trustx/y", "_cleanup//trust/z", "x/_cleanup/trust/a",
+               "_cleanup/plans/p1/stages/0/finished.json",
+               "_cleanup/plans/p1/stages/1/batches/00000000.json",
+               "_cleanup/plans/p1/challenges/execute.0.ab.consumed",
+               "_cleanup/plans/p1/challenges/execute.0.ab.json",
+               "_cleanup/plans/p1/stagesx/0", "_cleanup/plans/p1/challenges/x.consumedx"]
 prefixes = st.sampled_from(["", "warehouse/", "a/b.c/", "lake-1/", "x_/y/"])
 
 
@@ -275,6 +284,10 @@ def expected(role: str, action: str, key: str) -> str:
     if action in DELETES:
         return "deny"
     writable = ("plans", "audit", "clock") if role == "planner" else ("plans", "audit")
+    # IAM's '*' matches across '/': plans/*/stages/* is any key with /stages/ after plans/
+    if action == "s3:PutObject" and re.fullmatch(
+            r"_cleanup/plans/.*/(stages/.*|challenges/.*\.consumed)", key, re.DOTALL):
+        return "deny"
     if action == "s3:PutObject" and area in writable:
         return "allow"
     return "implicit"
@@ -469,6 +482,13 @@ def test_an_enforcing_s3_refuses_what_the_policies_deny(enforcing_moto: S3Server
             assert not ok(role, "put_object", Key="warehouse/_cleanup/quarantine/p/x",
                           Body=b"q")
             assert not ok(role, "get_bucket_versioning")
+            # stage records and consumed marks are the runner's alone (I10, I8)
+            assert not ok(role, "put_object", Key="warehouse/_cleanup/plans/p1/stages/0/"
+                          "finished.json", Body=b"forged")
+            assert not ok(role, "put_object", Key="warehouse/_cleanup/plans/p1/challenges/"
+                          "execute.0.ab.consumed", Body=b"forged")
+        assert ok("runner", "put_object", Key="warehouse/_cleanup/plans/p1/stages/0/"
+                  "finished.json", Body=b"signed")
         assert ok("planner", "put_object", Key="warehouse/_cleanup/clock/probe-1", Body=b"c")
         assert not ok("approver", "put_object", Key="warehouse/_cleanup/clock/probe-2",
                       Body=b"c")

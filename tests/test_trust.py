@@ -34,22 +34,34 @@ secs = st.integers(-10**6, 10**6).map(lambda s: timedelta(seconds=s))
 # ------------------------------------------------------------------ rules as properties
 
 
+fractions = st.floats(0.001, 1.0, allow_nan=False)
+
+
 @given(min_approvals=st.integers(0, 4), buffer=secs, hold=secs, retention=secs,
-       approval_ttl=secs, witness_ttl=secs, skew=secs, floor_approvals=st.integers(1, 3))
+       approval_ttl=secs, witness_ttl=secs, skew=secs, floor_approvals=st.integers(1, 3),
+       delete=fractions, table=fractions, ceil_delete=fractions, ceil_table=fractions)
 def test_i17_floors_property(min_approvals: int, buffer: timedelta, hold: timedelta,
                              retention: timedelta, approval_ttl: timedelta,
                              witness_ttl: timedelta, skew: timedelta,
-                             floor_approvals: int) -> None:
+                             floor_approvals: int, delete: float, table: float,
+                             ceil_delete: float, ceil_table: float) -> None:
     """A plan passes the root's floors iff every value is at least as strict: minimums not
-    below, lifetimes and skew not above, and never fewer than one approval."""
-    floors = Floors(min_approvals=floor_approvals)
-    problems = loosened(floors, min_approvals=min_approvals, buffer=buffer, hold=hold,
-                        retention=retention, approval_ttl=approval_ttl,
-                        witness_ttl=witness_ttl, max_clock_skew=skew)
+    below, lifetimes, skew and delete fractions (I5) not above, and never fewer than one
+    approval."""
+    from cleanup.core.policy import Policy
+
+    floors = Floors(min_approvals=floor_approvals, max_delete_fraction=ceil_delete,
+                    max_table_delete_fraction=ceil_table)
+    policy = Policy(min_approvals=max(min_approvals, 1), retention=retention,
+                    approval_ttl=approval_ttl, witness_ttl=witness_ttl, max_clock_skew=skew,
+                    max_delete_fraction=delete, max_table_delete_fraction=table)
+    object.__setattr__(policy, "min_approvals", min_approvals)  # 0: what a forged plan says
+    problems = loosened(floors, policy, buffer=buffer, hold=hold)
     strict = (min_approvals >= max(1, floor_approvals) and buffer >= floors.min_buffer
               and hold >= floors.min_hold and retention >= floors.min_retention
               and approval_ttl <= floors.max_approval_ttl
-              and witness_ttl <= floors.max_witness_ttl and skew <= floors.max_clock_skew)
+              and witness_ttl <= floors.max_witness_ttl and skew <= floors.max_clock_skew
+              and delete <= ceil_delete and table <= ceil_table)
     assert (problems == []) == strict
 
 

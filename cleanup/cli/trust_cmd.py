@@ -69,7 +69,9 @@ def trust_group() -> None:
                    "principal].")
 @click.option("--floor", "floors", multiple=True, metavar="NAME=VALUE",
               help="A policy floor (min_approvals, min_buffer, min_hold, min_retention) or "
-                   "ceiling (max_approval_ttl, max_witness_ttl, max_clock_skew). Repeatable.")
+                   "ceiling (max_approval_ttl, max_witness_ttl, max_clock_skew, "
+                   "max_delete_fraction [default 0.1], max_table_delete_fraction [default "
+                   "0.95]). Repeatable.")
 @store_options(region="S3 region.", endpoint=ENDPOINT_HELP)
 @json_option()
 def init(store: str, from_file: str, runners: tuple[str, ...], people_run: bool,

@@ -19,11 +19,13 @@ from typing import Any
 
 from cleanup.core.canonical import canonical_json
 from cleanup.core.names import I17
+from cleanup.core.policy import Policy
 from cleanup.core.timeutil import format_duration, format_time, parse_duration, parse_time
 from cleanup.errors import SignoffError, UsageError
 
 ROLES = ("author", "approver", "witness", "runner")
-NAMESPACES = ("cleanup-plan", "cleanup-witness", "cleanup-trust", "cleanup-audit")
+NAMESPACES = ("cleanup-plan", "cleanup-witness", "cleanup-trust", "cleanup-audit",
+              "cleanup-record")
 DOC_TYPE = "cleanup-trust-root"
 _NAME_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
 _KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|"
@@ -45,6 +47,11 @@ class Floors:
     max_approval_ttl: timedelta = timedelta(days=7)
     max_witness_ttl: timedelta = timedelta(minutes=60)
     max_clock_skew: timedelta = timedelta(minutes=5)
+    #: I5 ceilings: a plan may delete at most these fractions (of the store; of each
+    #: declared table). The defaults are the policy's defaults: a looser value in one
+    #: person's config or option needs a new trust root version, not just an override.
+    max_delete_fraction: float = 0.10
+    max_table_delete_fraction: float = 0.95
 
     def to_json(self) -> dict[str, Any]:
         return {"min_approvals": self.min_approvals,
@@ -53,7 +60,9 @@ class Floors:
                 "min_retention": format_duration(self.min_retention),
                 "max_approval_ttl": format_duration(self.max_approval_ttl),
                 "max_witness_ttl": format_duration(self.max_witness_ttl),
-                "max_clock_skew": format_duration(self.max_clock_skew)}
+                "max_clock_skew": format_duration(self.max_clock_skew),
+                "max_delete_fraction": self.max_delete_fraction,
+                "max_table_delete_fraction": self.max_table_delete_fraction}
 
     @classmethod
     def from_json(cls, doc: Any) -> Floors:
@@ -71,7 +80,20 @@ class Floors:
                      "max_witness_ttl", "max_clock_skew"):
             raw = doc.get(name)
             vals[name] = getattr(base, name) if raw is None else parse_duration(str(raw))
+        for name in ("max_delete_fraction", "max_table_delete_fraction"):
+            raw = doc.get(name)
+            vals[name] = getattr(base, name) if raw is None else _fraction(name, raw)
         return cls(**vals)
+
+
+def _fraction(name: str, raw: Any) -> float:
+    try:
+        val = float(raw) if not isinstance(raw, bool) else float("nan")
+    except (TypeError, ValueError):
+        val = float("nan")
+    if not 0 < val <= 1:  # NaN fails too
+        raise ValueError(f"{name} must be a fraction in (0, 1], not {raw!r}")
+    return val
 
 
 @dataclass(frozen=True)
@@ -201,10 +223,14 @@ def allowed_signers_text(root: RootDoc, *, role: str | None = None) -> str:
     return "".join(lines)
 
 
-def loosened(floors: Floors, *, min_approvals: int, buffer: timedelta, hold: timedelta,
-             retention: timedelta, approval_ttl: timedelta, witness_ttl: timedelta,
-             max_clock_skew: timedelta) -> list[str]:
-    """Each way a plan's values are looser than the root's floors (empty: none)."""
+def loosened(floors: Floors, policy: Policy, *, buffer: timedelta,
+             hold: timedelta) -> list[str]:
+    """Each way a plan's values (its policy, with the buffer and hold it uses) are looser
+    than the root's floors (empty: none). The planner refuses such a plan and
+    verification fails it, from the same function."""
+    min_approvals, retention = policy.min_approvals, policy.retention
+    approval_ttl, witness_ttl = policy.approval_ttl, policy.witness_ttl
+    max_clock_skew = policy.max_clock_skew
     out = []
     if min_approvals < max(1, floors.min_approvals):
         out.append(f"min_approvals {min_approvals} < floor {max(1, floors.min_approvals)}")
@@ -218,4 +244,10 @@ def loosened(floors: Floors, *, min_approvals: int, buffer: timedelta, hold: tim
                             ("max_clock_skew", max_clock_skew, floors.max_clock_skew)):
         if val > ceil:
             out.append(f"{name} {format_duration(val)} > ceiling {format_duration(ceil)}")
+    for name, frac, top in (
+            ("max_delete_fraction", policy.max_delete_fraction, floors.max_delete_fraction),
+            ("max_table_delete_fraction", policy.max_table_delete_fraction,
+             floors.max_table_delete_fraction)):
+        if frac > top:
+            out.append(f"{name} {frac:g} > ceiling {top:g}")
     return out
