@@ -41,6 +41,8 @@ class EngineInput:
     spark_master: str | None = None  # spark only
     spark_conf: tuple[str, ...] = ()  # spark only: k=v
     table_roots: tuple[str, ...] = ()  # declared by table sources (I20)
+    #: Parquet of keys that are never candidates (cleanup.retire: no verified copy)
+    exclude: str | None = None
 
 
 @dataclass
@@ -189,6 +191,9 @@ class Engine:
                 f"AND last_modified <= {latest_ok}::TIMESTAMPTZ) "
                 f"AND i.last_modified <= {latest_ok}::TIMESTAMPTZ"
             )
+            if inp.exclude:
+                self.con.execute(f"DELETE FROM cand0 WHERE key IN (SELECT key FROM "
+                                 f"read_parquet({sql_literal(inp.exclude)}))")
             self.con.execute("CREATE TEMP TABLE missing AS SELECT DISTINCT rkey AS key "
                              "FROM unmatched WHERE ikey IS NULL")
             self._protect(res)

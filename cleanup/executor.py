@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,10 +33,13 @@ from cleanup.journal import Journal
 from cleanup.model import Plan, StageState
 from cleanup.model import Witness as WitnessDoc
 from cleanup.presence import consume, require_witness
-from cleanup.published import Published, referenced_heads, stage_doc
+from cleanup.published import Published, RecordTrust, referenced_heads, stage_doc
 from cleanup.published import stage_state as store_stage_state
+from cleanup.retire import recheck_copies
 from cleanup.stores.base import ObjectInfo, VersionedStore, capability, quarantine_key
+from cleanup.stores.bulk import BulkRestoreStore
 from cleanup.stores.wrappers import DryRunStore
+from cleanup.watchdog import Watchdog, WatchSettings, check_settings
 
 if TYPE_CHECKING:
     from cleanup.lock import Lock
@@ -43,7 +47,7 @@ if TYPE_CHECKING:
     from cleanup.stores.base import Store
     from cleanup.trust import VerifiedRoot
 
-from cleanup.core.names import I9, I11, I13, I17, I19
+from cleanup.core.names import I9, I10, I11, I13, I17, I19
 
 Progress = Callable[[int, int], None]
 
@@ -73,8 +77,22 @@ class ExecuteOptions:
     reconcile_max_age: timedelta = timedelta(minutes=5)
     health_checks: tuple[str, ...] = ()
     health_timeout: float = 300.0
+    #: the in-stage watchdog (cleanup.watchdog): check every N batches or T seconds,
+    #: whichever first; on a failure halt the stage and restore it (or only halt)
+    watch_every_batches: int = 10
+    watch_every_seconds: float = 30.0
+    on_failure: str = "restore"  # restore | halt
+    canary_sample: int = 20
     progress: Progress | None = None
     now: datetime | None = None  # library tests inject a clock; the CLI never does
+    #: a store lock (I12) the caller already holds on this plan's store (``cleanup run``
+    #: takes every layer's lock in one order first); used instead of taking one, and
+    #: left for the caller to release
+    held_lock: Lock | None = None
+
+    def __post_init__(self) -> None:
+        check_settings(self.watch_every_batches, self.watch_every_seconds, self.on_failure,
+                       self.canary_sample)
 
 
 @dataclass
@@ -250,8 +268,9 @@ def authorize(plan_dir: str, *, trust_root: str | None, config: str | None,
     now = injected_now or datetime.now(UTC) if read_only else store_now(store, injected_now)
     rep = require_report(verify_bundle(bundle, allowed, now, trust))
     bundle.check_manifest()
-    return _Context(rep.plan, plan_id, bundle, store, Published(store, plan_id), trust,
-                    allowed, now)
+    # Stage records count only when a runner of this trust root signed them (I10).
+    pub = Published(store, plan_id, RecordTrust(allowed, lambda n: trust.has_role(n, "runner")))
+    return _Context(rep.plan, plan_id, bundle, store, pub, trust, allowed, now)
 
 
 def _use_anchor(anchor: str | None, config: str | None, endpoint_url: str | None,
@@ -305,6 +324,7 @@ def _execute(opts: ExecuteOptions, ctx: _Context, stack: ExitStack) -> ExecuteRe
     source, _query = _reconcile_source(opts, plan)
     if not opts.dry_run:
         _prove_runner(opts, ctx.trust, ctx.allowed, plan_id, ctx.now)
+        pub.as_runner(opts.executor, opts.key)
     intact = audit.require_intact(store, referenced=referenced_heads(pub))
     head = intact.head_ref
     # The gate first: a stage that may not start yet publishes no challenge, so nobody
@@ -360,13 +380,14 @@ class _Resources:
     rec: Reconciler | None = None
     scratch: str | None = None
     private_scratch: str | None = None  # a dry run's own scratch, removed at the end
+    borrowed_lock: bool = False  # ExecuteOptions.held_lock: the caller releases it
 
     def close(self) -> None:
         if self.rec is not None:
             self.rec.close()
         if self.private_scratch is not None:
             shutil.rmtree(self.private_scratch, ignore_errors=True)
-        if self.lock is not None:
+        if self.lock is not None and not self.borrowed_lock:
             self.lock.release()
 
 
@@ -375,9 +396,15 @@ def _lock_and_reread(run: _Resources, opts: ExecuteOptions, plan: Plan, plan_id:
     """Take the store lock (I12), clear the shared scratch and read the stage again."""
     from cleanup.lock import Lock
 
-    run.lock, broken = Lock.acquire(
-        store, executor=opts.executor, plan_id=plan_id, break_lock=opts.break_lock,
-        unsafe_store=plan.unsafe_store_without_conditional_writes)
+    if opts.held_lock is not None:
+        if opts.held_lock.store.ref.url != store.ref.url:
+            raise UsageError(f"the lock handed over is for {opts.held_lock.store.ref.url}, "
+                             f"not the plan's store {store.ref.url}")
+        run.lock, run.borrowed_lock, broken = opts.held_lock, True, None
+    else:
+        run.lock, broken = Lock.acquire(
+            store, executor=opts.executor, plan_id=plan_id, break_lock=opts.break_lock,
+            unsafe_store=plan.unsafe_store_without_conditional_writes)
     if broken is not None:
         audit.append(store, "lock-broken", plan_id=plan_id, principal=opts.executor, key=opts.key,
                      details={"previous": broken})
@@ -421,8 +448,12 @@ def _run_stage(opts: ExecuteOptions, ctx: _Context, rec: Reconciler, lock: Lock 
         health_gate(opts, bundle, store, rec, journal, plan_id)
     journal.write("stage-start", executor=opts.executor, plan_id=plan_id,
                   batch_size=opts.batch_size, dry_run=opts.dry_run)
+    watchdog = _start_watchdog(opts, ctx, rec, journal, lock)
     result = _run_batches(opts, bundle, ctx.plan.quarantine, store, rec, journal,
-                          state.done_batches, lock, pub, cutoff=cutoff, precision=precision)
+                          state.done_batches, lock, pub, cutoff=cutoff, precision=precision,
+                          watchdog=watchdog)
+    if watchdog is not None:
+        watchdog.finish()  # a stage is never recorded finished over a failing check
     journal.write("stage-complete", moved=result.moved, skipped=result.skipped)
     if not opts.dry_run:
         entry = audit.append(store, "stage-end", plan_id=plan_id, principal=opts.executor,
@@ -435,11 +466,32 @@ def _run_stage(opts: ExecuteOptions, ctx: _Context, rec: Reconciler, lock: Lock 
     return result
 
 
+def _start_watchdog(opts: ExecuteOptions, ctx: _Context, rec: Reconciler, journal: Journal,
+                    lock: Lock | None) -> Watchdog | None:
+    """The in-stage watchdog (cleanup.watchdog): its canary chosen and measured now; on a
+    failed check it halts the stage and restores it through :func:`_restore_stage`. A dry
+    run removes nothing and is not watched."""
+    if opts.dry_run:
+        return None
+    settings = WatchSettings(opts.watch_every_batches, opts.watch_every_seconds,
+                             opts.on_failure, opts.canary_sample, opts.health_checks,
+                             opts.health_timeout)
+    return Watchdog.start(
+        settings, store=ctx.store, pub=ctx.pub, journal=journal, rec=rec, bundle=ctx.bundle,
+        stage=opts.stage, executor=opts.executor, key=opts.key,
+        # Restore reads the batch records as `cleanup restore` does (it only moves back).
+        restore=lambda: _restore_stage(ctx.store, Published(ctx.store, ctx.plan_id), ctx.bundle,
+                                       opts.stage, None, opts.executor),
+        heartbeat=lock.refresh if lock is not None else None)
+
+
 def _refuse_halted(state: StageState, opts: ExecuteOptions) -> None:
     if state.state == "halted" and not opts.dry_run:
-        raise InvariantViolation(I9, f"stage {opts.stage} was halted by reconciliation "
-                                     "(store record); a halt is lifted only by a new signed "
-                                     "plan", hint="make a new plan from fresh inputs")
+        by = "the watchdog" if (state.halt or {}).get("by") == "watchdog" else "reconciliation"
+        raise InvariantViolation(I10 if by == "the watchdog" else I9,
+                                 f"stage {opts.stage} was halted by {by} "
+                                 "(store record); a halt is lifted only by a new signed "
+                                 "plan", hint="make a new plan from fresh inputs")
 
 
 def _already_complete(plan_id: str, stage: int, state: StageState) -> ExecuteResult:
@@ -459,7 +511,7 @@ def _cutoff_rule(plan: Plan, store: Store) -> tuple[datetime, timedelta]:
 def _run_batches(opts: ExecuteOptions, bundle: PlanBundle, mode: str, store: Store,
                  rec: Reconciler, journal: Journal, done: dict[int, dict[str, Any]],
                  lock: Lock | None, pub: Published, *, cutoff: datetime,
-                 precision: timedelta) -> ExecuteResult:
+                 precision: timedelta, watchdog: Watchdog | None = None) -> ExecuteResult:
     """The stage's batches in order: those the store's batch records show done are
     counted from them, the others run. Rows come from the bundle's verified private copy
     of the manifest (the bytes that were checked are the bytes used). A dry run sees the
@@ -473,22 +525,49 @@ def _run_batches(opts: ExecuteOptions, bundle: PlanBundle, mode: str, store: Sto
                           None if opts.dry_run else pub)
     res = ExecuteResult(plan_id, opts.stage, opts.dry_run)
     totals: Counter[str] = Counter()
-    for b, batch in enumerate(bundle.iter_stage(opts.stage, opts.batch_size)):
-        digest = _digest([o.key for o in batch])
-        res.batches += 1
-        if b in done:
-            moved, moved_bytes, skipped = _journaled_batch(b, done[b], digest)
-            res.resumed_batches += 1
-        else:
-            moved, moved_bytes, skipped = runner.run(b, batch, digest)
+
+    def account(b: int, moved: int, moved_bytes: int, skipped: Counter[str],
+                ran: bool) -> None:
         res.moved += moved
         res.moved_bytes += moved_bytes
         totals.update(skipped)
-        if b not in done:
+        if ran:
             if lock is not None:
                 lock.refresh()
             if opts.progress:
                 opts.progress(res.moved, res.moved_bytes)
+            if watchdog is not None:  # may halt the stage here, before the next batch
+                watchdog.after_batch(b)
+
+    # Pipelined (issue 18): while batch k is being removed (a worker thread), batch k+1 is
+    # reconciled and re-checked here. Batch k+1 is touched only after both, and only after
+    # batch k has finished (record and journal written) and passed the watchdog (I9).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="remove") as pool:
+        pending: tuple[int, Future[tuple[int, int, Counter[str]]]] | None = None
+
+        def settle() -> None:
+            nonlocal pending
+            if pending is not None:
+                pb, fut = pending
+                pending = None
+                account(pb, *fut.result(), ran=True)
+
+        try:
+            for b, batch in enumerate(bundle.iter_stage(opts.stage, opts.batch_size)):
+                digest = _digest([o.key for o in batch])
+                res.batches += 1
+                if b in done:
+                    settle()
+                    account(b, *_journaled_batch(b, done[b], digest), ran=False)
+                    res.resumed_batches += 1
+                    continue
+                prepared = runner.prepare(b, batch, digest)
+                settle()
+                pending = (b, pool.submit(runner.finish, prepared))
+            settle()
+        finally:
+            if pending is not None:  # an error here: let the batch in flight finish
+                pending[1].exception()
     res.skipped = dict(totals)
     return res
 
@@ -500,6 +579,20 @@ def _journaled_batch(b: int, rec: dict[str, Any], digest: str) -> tuple[int, int
                          "(batch size changed?)", hint="resume with the same settings")
     return (int(rec.get("moved", 0)), int(rec.get("moved_bytes", 0)),
             Counter({k: int(v) for k, v in rec.get("skipped", {}).items()}))
+
+
+@dataclass
+class _Prepared:
+    """A batch reconciled and re-checked, not yet touched: what to remove, the skip
+    reasons so far, and what an earlier run already removed."""
+
+    b: int
+    batch: list[ObjectInfo]
+    digest: str
+    to_remove: list[ObjectInfo]
+    skipped: Counter[str]
+    already: set[str]
+    markers: dict[str, str]
 
 
 @dataclass
@@ -519,15 +612,28 @@ class _BatchRunner:
 
     def run(self, b: int, batch: list[ObjectInfo], digest: str) -> tuple[int, int, Counter[str]]:
         """(objects removed, their bytes, skip reasons) of batch ``b``."""
+        return self.finish(self.prepare(b, batch, digest))
+
+    def prepare(self, b: int, batch: list[ObjectInfo], digest: str) -> _Prepared:
+        """Reconcile (I9) and re-check batch ``b``; nothing of it is touched here."""
         keys = [o.key for o in batch]
         self.journal.write("batch-start", batch=b, digest=digest, keys=len(keys))
         self._reconcile(b, keys)
         self.journal.write("batch-reconciled", batch=b)
+        recheck_copies(self.store, self.plan_id, batch, b, self.journal, self.opts.plan_dir,
+                       self.opts.endpoint_url)
         cur = self.store.current(keys)
         already, markers = self._already_removed([o for o in batch if o.key not in cur])
         to_remove, skipped = self._select(batch, cur, already)
         self.journal.write("batch-checked", batch=b, remove=len(to_remove), already=len(already))
-        outcome, new_markers = self._remove(to_remove)
+        return _Prepared(b, batch, digest, to_remove, skipped, already, markers)
+
+    def finish(self, p: _Prepared) -> tuple[int, int, Counter[str]]:
+        """Remove what :meth:`prepare` selected, record and journal the batch: (objects
+        removed, their bytes, skip reasons)."""
+        b, batch, digest, skipped, already, markers = (p.b, p.batch, p.digest, p.skipped,
+                                                       p.already, p.markers)
+        outcome, new_markers = self._remove(p.to_remove)
         markers.update(new_markers)
         sizes = {o.key: o.size for o in batch}
         moved = [k for k, err in outcome.items() if err is None] + sorted(already)
@@ -539,12 +645,11 @@ class _BatchRunner:
             # The store's record of what this batch removed, and where to: restore and
             # purge touch only these (I11), the stage gate and resume count them (I10).
             removed = {k: markers.get(k) or quarantine_key(self.plan_id, k) for k in moved}
-            self.pub.create_doc(("stages", str(self.opts.stage), "batches", f"{b:08d}.json"),
-                                {"type": "cleanup-batch-record", "plan_id": self.plan_id,
-                                 "stage": self.opts.stage, "batch": b, "digest": digest,
-                                 "mode": self.mode, "moved": len(moved),
-                                 "moved_bytes": moved_bytes, "skipped": dict(skipped),
-                                 "removed": removed})
+            self.pub.write_batch_record(self.opts.stage, b, {
+                "type": "cleanup-batch-record", "plan_id": self.plan_id,
+                "stage": self.opts.stage, "batch": b, "digest": digest, "mode": self.mode,
+                "moved": len(moved), "moved_bytes": moved_bytes, "skipped": dict(skipped),
+                "removed": removed})
         self.journal.write("batch-done", batch=b, digest=digest, moved=len(moved),
                            moved_bytes=moved_bytes, skipped=dict(skipped), markers=markers,
                            errors={k: e for k, e in outcome.items()
@@ -642,19 +747,7 @@ def restore(plan_dir: str, *, stage: int | None = None, key: str | None = None,
         counts: Counter[str] = Counter()
         stages = [stage] if stage is not None else [s.stage for s in plan.stages]
         for st in stages:
-            keys = _recorded_keys(pub, bundle, st, key)
-            if plan.quarantine == "versioning":
-                stage_counts = _restore_markers(keys, store)
-            else:
-                stage_counts = Counter(store.restore(plan_id, k) for k in sorted(keys))
-            if stage_counts.get("restored"):
-                Journal(bundle.journal_path(st)).write("restored", key=key,
-                                                       counts=dict(stage_counts))
-                pub.create_doc(("stages", str(st), f"restored.{os.urandom(8).hex()}.json"),
-                               {"type": "cleanup-restore-record", "plan_id": plan_id,
-                                "stage": st, "key": key, "counts": dict(stage_counts),
-                                "principal": principal})
-            counts.update(stage_counts)
+            counts.update(_restore_stage(store, pub, bundle, st, key, principal))
         audit.append(store, "restore", plan_id=plan_id, principal=principal,
                      details={"stage": stage, "key": key, "counts": dict(counts)})
         return dict(counts)
@@ -662,14 +755,50 @@ def restore(plan_dir: str, *, stage: int | None = None, key: str | None = None,
         bundle.close()
 
 
+def _restore_stage(store: Store, pub: Published, bundle: PlanBundle, st: int, key: str | None,
+                   principal: str | None) -> Counter[str]:
+    """Restore one stage's recorded, planned, confined keys (I11) and record it (the
+    journal and a store restore record); the caller audits. ``cleanup restore`` and the
+    watchdog's automatic restore (cleanup.watchdog) both come here."""
+    plan_id = bundle.plan_id
+    keys = _recorded_keys(pub, bundle, st, key)
+    if bundle.plan.quarantine == "versioning":
+        stage_counts = _restore_markers(keys, store)
+    else:
+        bulk = capability(store, BulkRestoreStore)  # S3: listings, not HEADs (issue 18)
+        stage_counts = (Counter(bulk.restore_many(plan_id, sorted(keys)).values())
+                        if bulk is not None and keys else
+                        _each_key(store, lambda k: store.restore(plan_id, k), sorted(keys)))
+    if stage_counts.get("restored"):
+        Journal(bundle.journal_path(st)).write("restored", key=key, counts=dict(stage_counts))
+        pub.create_doc(("stages", str(st), f"restored.{os.urandom(8).hex()}.json"),
+                       {"type": "cleanup-restore-record", "plan_id": plan_id,
+                        "stage": st, "key": key, "counts": dict(stage_counts),
+                        "principal": principal})
+    return stage_counts
+
+
+#: concurrent single-key restores on a remote store: each is a few round trips, where
+#: removal copies many at a time and deletes in batches (restore must not be the slow way)
+RESTORE_WORKERS = 16
+
+
+def _each_key(store: Store, fn: Callable[[str], str], keys: list[str]) -> Counter[str]:
+    """``fn`` over ``keys`` (one outcome each), concurrently unless the store is local."""
+    if store.ref.kind == "local" or len(keys) < 2:
+        return Counter(fn(k) for k in keys)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
+        return Counter(pool.map(fn, keys))
+
+
 def _restore_markers(markers: dict[str, str], store: Store) -> Counter[str]:
     """Versioning mode: remove the delete markers the stage's records name."""
-    counts: Counter[str] = Counter()
-    if markers:
-        versioned = _versioned(store)
-        for k, marker in sorted(markers.items()):
-            counts[versioned.remove_marker(k, marker)] += 1
-    return counts
+    if not markers:
+        return Counter()
+    versioned = _versioned(store)
+    return _each_key(store, lambda k: versioned.remove_marker(k, markers[k]), sorted(markers))
 
 
 @dataclass(frozen=True)
@@ -699,6 +828,7 @@ def purge(opts: PurgeOptions) -> int:
                                executor=opts.executor, key=opts.key)
         _prove_runner(eopts, ctx.trust, ctx.allowed, ctx.plan_id, ctx.now)
         pub, store = ctx.pub, ctx.store
+        pub.as_runner(opts.executor, opts.key)
         _require_retention_over(pub, opts.stage, ctx.plan.policy.retention, ctx.now)
         intact = audit.require_intact(store, referenced=referenced_heads(pub))
         head = intact.head_ref
@@ -721,9 +851,10 @@ def purge(opts: PurgeOptions) -> int:
         entry = audit.append(store, "purge", plan_id=ctx.plan_id, principal=opts.executor,
                              key=opts.key,
                              details={"stage": opts.stage, "removed": n})
-        pub.create_doc(("stages", str(opts.stage), f"purged.{entry['seq']}.json"), stage_doc(
+        pub.write_signed(("stages", str(opts.stage), f"purged.{entry['seq']}.json"), stage_doc(
             ctx.plan_id, opts.stage, "purged", executor=opts.executor,
-            audit_head=audit.head_of(entry), now=ctx.now, removed=n))
+            audit_head=audit.head_of(entry), now=ctx.now, removed=n),
+            stage=opts.stage, event="purged")
         return n
 
 

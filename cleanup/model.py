@@ -405,6 +405,71 @@ class TableInfo:
 
 
 @dataclass(frozen=True)
+class CopiesInfo:
+    """A plan's copy verification (:mod:`cleanup.retire`): ``mode`` ``retire`` (candidates
+    are source objects with a verified copy in ``target``, which the plan deletes after
+    a region migration) or ``backup`` (``--require-copy-in``: every candidate of an
+    orphan cleanup has a verified copy there). Both stores' regions and the regions
+    declared for each store (I13) are signed with the plan; execution re-verifies each
+    batch's copies before removing it."""
+
+    mode: str
+    target: str
+    target_region: str
+    maps: tuple[tuple[str, str], ...]
+    verify_content: bool
+    strict: bool
+    allowed_regions: Mapping[str, tuple[str, ...]]
+    checked: int
+    checked_bytes: int
+    verified: int
+    verified_bytes: int
+    methods: Mapping[str, int]
+    blocking: int
+    blocking_bytes: int
+    blocking_reasons: Mapping[str, int]
+    blocking_examples: tuple[tuple[str, str], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "target": self.target, "target_region": self.target_region,
+                "maps": [list(m) for m in self.maps], "verify_content": self.verify_content,
+                "strict": self.strict,
+                "allowed_regions": {k: list(v) for k, v in self.allowed_regions.items()},
+                "checked": self.checked, "checked_bytes": self.checked_bytes,
+                "verified": self.verified, "verified_bytes": self.verified_bytes,
+                "methods": dict(self.methods), "blocking": self.blocking,
+                "blocking_bytes": self.blocking_bytes,
+                "blocking_reasons": dict(self.blocking_reasons),
+                "blocking_examples": [list(e) for e in self.blocking_examples]}
+
+    @classmethod
+    def read(cls, o: _Obj) -> CopiesInfo:
+        def pairs(key: str) -> tuple[tuple[str, str], ...]:
+            v = o.array(key)
+            if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+                       for p in v):
+                raise UsageError(f"plan.json: copies.{key} must be a list of string pairs")
+            return tuple((p[0], p[1]) for p in v)
+
+        allowed, methods, reasons = o.obj("allowed_regions"), o.obj("methods"), \
+            o.obj("blocking_reasons")
+        out = cls(o.text("mode"), o.text("target"), o.text("target_region"), pairs("maps"),
+                  o.flag("verify_content"), o.flag("strict"),
+                  {k: allowed.texts(k) for k in list(allowed.d)},
+                  o.whole("checked"), o.whole("checked_bytes"), o.whole("verified"),
+                  o.whole("verified_bytes"), {k: methods.whole(k) for k in list(methods.d)},
+                  o.whole("blocking"), o.whole("blocking_bytes"),
+                  {k: reasons.whole(k) for k in list(reasons.d)},
+                  pairs("blocking_examples"))
+        if out.mode not in ("retire", "backup"):
+            raise UsageError(f"plan.json: copies.mode must be retire or backup, got "
+                             f"{out.mode!r}")
+        for part in (o, allowed, methods, reasons):
+            part.done()
+        return out
+
+
+@dataclass(frozen=True)
 class Plan:
     """plan.json, typed. Build it with :func:`cleanup.planner.compute_plan`."""
 
@@ -436,6 +501,8 @@ class Plan:
     reconcile: ReconcileInfo | None = None
     #: the table roots of the snapshot's table sources (absent from plans without)
     tables: tuple[TableInfo, ...] = ()
+    #: copy verification: a retirement, or --require-copy-in (absent from other plans)
+    copies: CopiesInfo | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -467,6 +534,7 @@ class Plan:
             **({"trust": self.trust.to_json()} if self.trust else {}),
             **({"reconcile": self.reconcile.to_json()} if self.reconcile else {}),
             **({"tables": [t.to_json() for t in self.tables]} if self.tables else {}),
+            **({"copies": self.copies.to_json()} if self.copies else {}),
         }
 
     def to_bytes(self) -> bytes:
@@ -518,6 +586,7 @@ class Plan:
             reconcile=ReconcileInfo.read(o.obj("reconcile")) if "reconcile" in o.d else None,
             tables=tuple(TableInfo.read(_Obj(t, f"tables[{i}]"))
                          for i, t in enumerate(o.array("tables"))) if "tables" in o.d else (),
+            copies=CopiesInfo.read(o.obj("copies")) if "copies" in o.d else None,
         )
         for part in (o, tool, inputs, scope, clocks):
             part.done()
@@ -580,9 +649,9 @@ class Witness:
         return doc
 
 
-__all__ = ["PLAN_FORMAT", "CheckRecord", "Inputs", "InventoryInfo", "ManifestInfo", "Plan",
-           "ReferencesInfo", "Scope", "Signature", "SnapshotInfo", "Stage", "Stamp",
-           "TableInfo", "Tool", "Witness"]
+__all__ = ["PLAN_FORMAT", "CheckRecord", "CopiesInfo", "Inputs", "InventoryInfo",
+           "ManifestInfo", "Plan", "ReferencesInfo", "Scope", "Signature", "SnapshotInfo",
+           "Stage", "Stamp", "TableInfo", "Tool", "Witness"]
 
 
 @dataclass

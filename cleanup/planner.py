@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from cleanup import __version__
 from cleanup.bundle import MANIFEST, BundleLayout, PlanBundle
 from cleanup.core import invariants as inv
-from cleanup.core.canonical import canonical_json, sha256_file
+from cleanup.core.canonical import canonical_json, sha256_file, sha256_hex
 from cleanup.core.names import I10, I11, I13, I19
 from cleanup.core.paths import StoreRef, normalize_ref, parse_store
 from cleanup.core.policy import Policy
@@ -60,6 +60,7 @@ from cleanup.model import (
 
 if TYPE_CHECKING:
     from cleanup.engine import EngineResult, PlanEngine
+    from cleanup.retire import CopyOptions, CopyPlan
 
 QUARANTINE_MODES = ("copy", "versioning", "none")
 
@@ -101,6 +102,8 @@ class PlanOptions:
     config: str | None = None
     trust: TrustInfo | None = None  # resolved by make_plan from the store's chain
     now: datetime | None = None  # tests only: the CLI always uses the real clock
+    #: --retire-to / --require-copy-in (cleanup.retire); a retirement may have no snapshot
+    copies: CopyOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,13 @@ class Facts:
     checks: list[inv.Check]
     sentinels: tuple[str, ...]
     stage_pcts: list[float]
+    #: the prepared copy verification (cleanup.retire), regions already checked (I13)
+    copy_plan: CopyPlan | None = None
+
+
+def _retiring(opts: PlanOptions) -> bool:
+    """A retirement without a reference snapshot: the copies are what keeps objects."""
+    return opts.copies is not None and opts.copies.mode == "retire" and not opts.snapshot
 
 
 def _input_facts(path: str, kind: str) -> dict[str, str]:
@@ -240,10 +250,8 @@ def _trust_info(opts: PlanOptions, store: Any) -> TrustInfo | None:
         return None
     root = trust.verify_chain(store, pin)
     p = opts.policy
-    problems = loosened(root.root.floors, min_approvals=p.min_approvals,
-                        buffer=opts.buffer or p.min_buffer, hold=opts.hold or p.min_hold,
-                        retention=p.retention, approval_ttl=p.approval_ttl,
-                        witness_ttl=p.witness_ttl, max_clock_skew=p.max_clock_skew)
+    problems = loosened(root.root.floors, p, buffer=opts.buffer or p.min_buffer,
+                        hold=opts.hold or p.min_hold)
     if problems:
         raise InvariantViolation(I17, "the plan would be looser than the trust root's floors: "
                                       + "; ".join(problems),
@@ -256,6 +264,12 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
     out = _check_options(opts)
     now = opts.now or datetime.now(UTC)
     facts = _read_facts(opts, store, now)
+    if opts.copies is not None:
+        from cleanup.retire import prepare
+
+        facts = replace(facts, copy_plan=prepare(
+            opts.copies, source=store, source_url=facts.ref.url, source_region=facts.region,
+            endpoint_url=opts.endpoint_url, config=opts.config))
     parent = os.path.dirname(out) or "."
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".cleanup-plan-", dir=parent)
@@ -271,7 +285,8 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
             SnapshotInfo(os.path.abspath(opts.snapshot), input_sha256(opts.snapshot, "snapshot"),
                          facts.snap_meta.get("source"), facts.snapshot_rows,
                          facts.snap_meta.get("digest"),
-                         Stamp(facts.taken_at, facts.snap_meta.get("taken_at_clock", "claimed"))))
+                         Stamp(facts.taken_at, facts.snap_meta.get("taken_at_clock", "claimed")))
+            if not _retiring(opts) else _no_snapshot(facts))
         from cleanup.signing import public_key_of
 
         plan = compute_plan(opts, facts, res, per_stage, checks, inputs=inputs,
@@ -284,6 +299,13 @@ def _make_plan(opts: PlanOptions, store: Any) -> PlanResult:
         return PlanResult(out, plan_id, plan)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _no_snapshot(facts: Facts) -> SnapshotInfo:
+    """A retirement without a snapshot records none: its time is the store's clock."""
+    target = facts.copy_plan.target_url if facts.copy_plan else "?"
+    return SnapshotInfo("", sha256_hex(b""), f"retire-to:{target}", None, None,
+                        Stamp(facts.taken_at, "store"))
 
 
 def _check_options(opts: PlanOptions) -> str:
@@ -311,14 +333,22 @@ def _read_facts(opts: PlanOptions, store: Any, now: datetime) -> Facts:
     sentinels = tuple(sorted({_sentinel_key(s, ref) for s in opts.sentinels}))
     policy, buffer, hold, overrides = _resolve_policy(opts)
     inv_meta = _input_facts(opts.inventory, "inventory")
-    snap_meta = _input_facts(opts.snapshot, "snapshot")
+    snap_meta = {} if _retiring(opts) else _input_facts(opts.snapshot, "snapshot")
     _check_store_matches(ref, inv_meta)
     checks: list[inv.Check] = []
-    taken_at = parse_time(snap_meta["taken_at"]) if snap_meta.get("taken_at") else None
-    rows = int(snap_meta["rows"]) if snap_meta.get("rows", "").isdigit() else None
-    checks.append(inv.check_snapshot_sound(rows=rows, taken_at=taken_at,
-                                           digest=snap_meta.get("digest"),
-                                           source=snap_meta.get("source"), now=now))
+    if _retiring(opts):
+        from cleanup.retire import no_snapshot_check
+
+        # No metadata snapshot: "taken at" is the store's clock now, so the I2 rule keeps
+        # every object written after the plan's clock minus the buffer.
+        taken_at, rows = store.probe_clock().store_time, None
+        checks.append(no_snapshot_check(taken_at))
+    else:
+        taken_at = parse_time(snap_meta["taken_at"]) if snap_meta.get("taken_at") else None
+        rows = int(snap_meta["rows"]) if snap_meta.get("rows", "").isdigit() else None
+        checks.append(inv.check_snapshot_sound(rows=rows, taken_at=taken_at,
+                                               digest=snap_meta.get("digest"),
+                                               source=snap_meta.get("source"), now=now))
     checks[-1].raise_if_failed()
     if taken_at is None:  # unreachable: I3 refused it above
         raise RuntimeError("snapshot without taken_at passed I3")
@@ -328,7 +358,8 @@ def _read_facts(opts: PlanOptions, store: Any, now: datetime) -> Facts:
     c1.raise_if_failed()
     # I2: the largest of the declared precision, the column's unit and the store's.
     precision = max(check_inventory(opts.inventory).precision, store.precision)
-    check_snapshot(opts.snapshot)
+    if not _retiring(opts):
+        check_snapshot(opts.snapshot)
     listed_at = parse_time(inv_meta["listed_at"])
     region = _store_region(ref, store, opts.region)
     skews: dict[str, timedelta] = {"store": store.probe_clock().skew()}
@@ -347,8 +378,13 @@ def _run_engine(opts: PlanOptions, facts: Facts, work: str, layout: BundleLayout
     from cleanup.engines import open_engine
     from cleanup.sources.tables import decode_roots
 
-    engine = open_engine(EngineInput(
-        inventory=os.path.abspath(opts.inventory), snapshot=os.path.abspath(opts.snapshot),
+    snapshot = os.path.abspath(opts.snapshot) if not _retiring(opts) else None
+    if snapshot is None:
+        from cleanup.retire import empty_snapshot
+
+        snapshot = empty_snapshot(os.path.join(work, "no-snapshot.parquet"))
+    inp = EngineInput(
+        inventory=os.path.abspath(opts.inventory), snapshot=snapshot,
         store=facts.ref, cutoff=facts.cutoff, precision=facts.precision,
         tenant_pattern=opts.tenant_pattern,
         tenant_group=compile_tenant_pattern(opts.tenant_pattern), sentinels=facts.sentinels,
@@ -358,7 +394,12 @@ def _run_engine(opts: PlanOptions, facts: Facts, work: str, layout: BundleLayout
         ref_base=facts.snap_meta.get("ref_base") or None,
         foreign_ok=tuple(parse_store(s) for s in opts.foreign_refs_ok), engine=opts.engine,
         spark_master=opts.spark_master, spark_conf=opts.spark_conf,
-        table_roots=decode_roots(facts.snap_meta.get("table_roots"))))
+        table_roots=decode_roots(facts.snap_meta.get("table_roots")))
+    if facts.copy_plan is not None:
+        from cleanup.retire import verify_pass
+
+        inp = replace(inp, exclude=verify_pass(facts.copy_plan, inp, work))
+    engine = open_engine(inp)
     try:
         res = engine.compute()
         checks = [*facts.checks, *check_result(opts, facts, engine, res)]
@@ -409,6 +450,10 @@ def check_result(opts: PlanOptions, facts: Facts, engine: PlanEngine,
         checks.append(inv.check_sentinels(
             facts.sentinels, in_snapshot=res.sentinels_in_snapshot,
             in_inventory=res.sentinels_in_inventory, in_candidates=res.sentinels_in_candidates))
+    if facts.copy_plan is not None:
+        from cleanup.retire import copy_checks
+
+        checks = copy_checks(facts.copy_plan, checks, res, snapshot=not _retiring(opts))
     return checks
 
 
@@ -445,6 +490,7 @@ def compute_plan(opts: PlanOptions, facts: Facts, res: EngineResult,
         tables=tuple(TableInfo(t["root"], t["objects"], t["bytes"], t["metadata_objects"],
                                t["metadata_bytes"], t["candidates"], t["candidate_bytes"])
                      for t in res.per_table),
+        copies=facts.copy_plan.info() if facts.copy_plan is not None else None,
     )
 
 

@@ -198,13 +198,16 @@ def _render(bundle: PlanBundle, allowed_signers: str | None) -> str:
                    f"({snap.taken_at.clock}) - buffer {format_duration(p.buffer)}"],
         ["inventory", f"{inv.source}, listed_at {format_time(listed)}, precision "
                       f"{format_duration(inv.precision)}"],
-        ["snapshot", f"{snap.source}: {snap.rows:,} references, digest {snap.digest}"],
+        ["snapshot", f"{snap.source}: {snap.rows:,} references, digest {snap.digest}"
+         if snap.rows is not None else f"{snap.source}: no reference snapshot"],
         ["quarantine / hold", f"{p.quarantine} / {format_duration(p.hold)}"],
         ["author", f"{p.author}, {format_time(created)}"],
     ], "facts"))
     out.append("<h2>Invariants</h2>")
     out.append(_table(["invariant", "result", "detail"], [
         [c.invariant, "ok" if c.ok else "FAILED", c.detail] for c in p.invariants]))
+    if s.get("copies"):
+        out.append(_copies_section(s["copies"]))
     out.append("<h2>Timeline</h2>")
     out.append(_timeline([("oldest candidate", oldest), ("newest candidate", newest),
                           ("cutoff", cutoff), ("taken_at", taken), ("listed_at", listed),
@@ -235,6 +238,20 @@ def _render(bundle: PlanBundle, allowed_signers: str | None) -> str:
                f"<code>cleanup approve {_e(plan_dir)} --signer NAME --key KEY</code>.</p>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _copies_section(c: dict[str, Any]) -> str:
+    """Copy verification (cleanup.retire): the regions in words, how many candidates are
+    backed up, and the blocking objects with their reasons."""
+    what = "retirement" if c["mode"] == "retire" else "backup copies"
+    head = (f'<h2 id="copies">Copies ({what})</h2><p><strong>{_e(c["text"])}</strong></p>'
+            f"<p>{c['verified']:,} of {c['candidates']:,} candidates backed up by a verified "
+            f"copy ({', '.join(f'{m}: {n:,}' for m, n in sorted(c['methods'].items()))}); "
+            f"{c['blocking']:,} objects blocking, never candidates"
+            + "".join(f", {_e(r)}: {n:,}" for r, n in sorted(c["blocking_reasons"].items()))
+            + "</p>")
+    return head + _table(["blocking object", "reason"],
+                         [list(e) for e in c["blocking_examples"]], "blocking")
 
 
 def _tables_section(plan: dict[str, Any], limit: float) -> str:

@@ -5,7 +5,6 @@ or Java fails (tests/support.py ``unavailable``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -157,7 +156,7 @@ def _opts(store: Path, inv: Path, snap: Path, world: dict[str, Any], engine: str
         threads=2, now=NOW)
 
 
-_FIRST_SKEWS: dict[str, Any] = {}
+_FIRST_FACTS: dict[str, Any] = {}
 
 
 def _plan_with(engine: str, store: Path, inv: Path, snap: Path, world: dict[str, Any],
@@ -166,10 +165,10 @@ def _plan_with(engine: str, store: Path, inv: Path, snap: Path, world: dict[str,
     the checks, the manifest's bytes and the plan id compute_plan gives (before signing)."""
     opts = _opts(store, inv, snap, world, engine, tmp / f"plan-{engine}")
     facts = _read_facts(opts, open_store(_ref(store)), NOW)
-    # The store clock's measured skew (I15) is recorded in plan.json and varies by a few
-    # microseconds from one reading to the next: both engines plan with the same facts, as
-    # one `cleanup plan` reads them once.
-    facts = dataclasses.replace(facts, skews=_FIRST_SKEWS.setdefault(str(store), facts.skews))
+    # The store clock's measured skew (I15) is recorded in plan.json (the skews and the
+    # clock check's details) and varies by a few microseconds from one reading to the
+    # next: both engines plan with the same facts, as one `cleanup plan` reads them once.
+    facts = _FIRST_FACTS.setdefault(str(store), facts)
     work = tmp / f"work-{engine}"
     work.mkdir()
     engine_obj = open_engine(EngineInput(

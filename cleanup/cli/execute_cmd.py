@@ -46,16 +46,34 @@ from cleanup.cli.render import human_bytes, plan_status
               help="Keys per batch (S3 DeleteObjects takes at most 1000).")
 @click.option("--health-check", "health_checks", multiple=True, metavar="CMD",
               help="Before stage k > 0: a command that must exit 0 (e.g. a query error-rate "
-                   "check). Repeatable. Runs after the read probe of referenced keys.")
+                   "check). Repeatable. Runs after the read probe of referenced keys, and "
+                   "again during the stage at every watchdog check.")
 @click.option("--health-check-timeout", default=300.0, show_default=True, type=float,
               help="Seconds each --health-check may take.")
+@click.option("--watch-every-batches", default=10, show_default=True, type=click.IntRange(1),
+              help="Watchdog: check after this many batches (or --watch-every-seconds, "
+                   "whichever comes first), and once after the last batch.")
+@click.option("--watch-every-seconds", default=30.0, show_default=True,
+              type=click.FloatRange(0, min_open=True),
+              help="Watchdog: check when this many seconds have passed since the last "
+                   "check (looked at after each batch).")
+@click.option("--on-failure", default="restore", show_default=True,
+              type=click.Choice(["restore", "halt"]),
+              help="When a watchdog check fails the stage is halted before its next batch; "
+                   "'restore' also brings its quarantined objects back, 'halt' leaves them "
+                   "in quarantine (for `cleanup restore`).")
+@click.option("--canary-sample", default=20, show_default=True, type=click.IntRange(0),
+              help="Watchdog canary: this many still-referenced objects (near the stage's "
+                   "candidates first) are looked up and read at every check; any error, "
+                   "missing object or changed size fails it. 0: no canary.")
 @json_option()
 def execute(plan_dir: str, stage: int, trust_root: str | None, config: str | None,
             reconcile_with: str | None, reconcile_query: str | None, executor: str, key: str,
             wait: str, anchor: str | None, dry_run: bool,
             break_lock: bool, endpoint_url: str | None, region: str | None, batch_size: int,
             health_checks: tuple[str, ...], health_check_timeout: float,
-            output: Output) -> None:
+            watch_every_batches: int, watch_every_seconds: float, on_failure: str,
+            canary_sample: int, output: Output) -> None:
     """Execute one stage of a verified, witnessed plan, as the runner.
 
     The plan, its manifest and signatures are read from the store
@@ -71,6 +89,13 @@ def execute(plan_dir: str, stage: int, trust_root: str | None, config: str | Non
     (changed or missing objects are skipped) and moved to
     _cleanup/quarantine/<plan-id>/ (or deleted if the plan says quarantine = none).
     Interrupted? Run the same command again: it resumes.
+
+    The watchdog checks the running stage every --watch-every-batches batches or
+    --watch-every-seconds seconds, whichever first: a canary read of
+    still-referenced objects and every --health-check. A failed check halts the
+    stage before its next batch (exit 3, I10; the halt is audited, recorded in
+    the store and lifted only by a new plan) and, with --on-failure restore (the
+    default), restores the objects the stage had quarantined.
     """
     from cleanup.core.timeutil import parse_duration
     from cleanup.executor import ExecuteOptions
@@ -83,7 +108,9 @@ def execute(plan_dir: str, stage: int, trust_root: str | None, config: str | Non
             key=key, wait=parse_duration(wait).total_seconds(), anchor=anchor, dry_run=dry_run,
             endpoint_url=endpoint_url, region=region,
             break_lock=break_lock, batch_size=batch_size, health_checks=health_checks,
-            health_timeout=health_check_timeout, progress=progress))
+            health_timeout=health_check_timeout, watch_every_batches=watch_every_batches,
+            watch_every_seconds=watch_every_seconds, on_failure=on_failure,
+            canary_sample=canary_sample, progress=progress))
     verb = "would remove" if dry_run else "removed"
     output.result(res.to_json, lambda: [
         *([f"stage {stage} was already complete: nothing to do"] if res.already_complete
@@ -96,15 +123,24 @@ def execute(plan_dir: str, stage: int, trust_root: str | None, config: str | Non
 
 @click.command()
 @click.argument("plan_dir", type=click.Path(file_okay=False))
+@trust_options
 @store_options(region=None, endpoint="S3-compatible endpoint of the plan's store.")
 @json_option("Print the status as JSON.")
-def status(plan_dir: str, endpoint_url: str | None, output: Output) -> None:
+def status(plan_dir: str, trust_root: str | None, config: str | None,
+           endpoint_url: str | None, output: Output) -> None:
     """Per-stage progress of a plan's execution, from the store's stage records (what
-    gates execution); from this machine's journal when the store cannot be read."""
+    gates execution); from this machine's journal when the store cannot be read.
+
+    With a pinned trust root (--trust-root, CLEANUP_TRUST_ROOT or trust_root in
+    cleanup.toml) only records signed by a runner of the root count, as they do for
+    execution; without one the records are shown unverified, and say so."""
+    from contextlib import ExitStack
+
     from cleanup.bundle import PlanBundle
     from cleanup.cli.output import warn
     from cleanup.errors import CleanupError
     from cleanup.status import plan_status as stage_rows
+    from cleanup.status import record_trust
     from cleanup.stores import open_store
 
     with PlanBundle.open(plan_dir) as bundle:
@@ -112,7 +148,12 @@ def status(plan_dir: str, endpoint_url: str | None, output: Output) -> None:
     try:
         store = open_store(plan.store, endpoint_url=endpoint_url,
                            region=plan.region if plan.store.startswith("s3") else None)
-        rows = stage_rows(plan_dir, plan, store=store, plan_id=plan_id)
+        with ExitStack() as stack:
+            trusted = record_trust(store, trust_root, config, stack)
+            if trusted is None:
+                warn("warning: no trust root pinned: stage records are shown unverified "
+                     "(execution counts only records a runner signed)")
+            rows = stage_rows(plan_dir, plan, store=store, plan_id=plan_id, trust=trusted)
     except CleanupError as exc:
         warn(f"warning: the store's stage records could not be read ({exc.message}); "
              "showing this machine's journal")

@@ -15,6 +15,7 @@ import click
 from cleanup import __version__
 from cleanup.cli.demo_cmd import demo
 from cleanup.cli.execute_cmd import execute, purge, restore, status
+from cleanup.cli.job_cmd import job_group, run
 from cleanup.cli.output import error_line
 from cleanup.cli.plan_cmd import plan, review, show
 from cleanup.cli.runbook_cmd import runbook_group
@@ -80,7 +81,7 @@ def cli() -> None:
 
 for _command in (inventory, snapshot, plan, show, review, publish, fetch, approve, verify,
                  witness, execute, status, restore, purge, audit, trust_group, demo,
-                 runbook_group):
+                 runbook_group, job_group, run):
     cli.add_command(_command)
 
 

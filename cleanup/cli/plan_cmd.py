@@ -30,8 +30,9 @@ from cleanup.errors import UsageError
 @click.option("--inventory", "inventory_path", required=True, type=click.Path(),
               help="Inventory Parquet from `cleanup inventory` of the same store (a file, "
                    "or a directory or quoted glob of its shards).")
-@click.option("--snapshot", "snapshot_path", required=True, type=click.Path(),
-              help="Snapshot Parquet from `cleanup snapshot` (a file, directory or glob).")
+@click.option("--snapshot", "snapshot_path", type=click.Path(),
+              help="Snapshot Parquet from `cleanup snapshot` (a file, directory or glob). "
+                   "Required, except for a retirement (--retire-to).")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
               help="Plan directory to create (must not exist or be empty).")
 @click.option("--buffer", type=DURATION, help="cutoff = snapshot taken_at - buffer "
@@ -105,8 +106,36 @@ from cleanup.errors import UsageError
               help="Pinned digest of the store's trust root version 1 (I17) [default: "
                    "CLEANUP_TRUST_ROOT, then trust_root in the config]. Recorded in the plan; "
                    "its floors bound the policy. Without one the plan cannot be executed.")
+@click.option("--retire-to", "retire_to", metavar="TARGET_STORE",
+              help="Retire the store after a migration: candidates are objects whose copy in "
+                   "TARGET_STORE is verified (mapped key, size, checksum); the others are "
+                   "listed as blocking, never candidates. --snapshot is optional; the cutoff "
+                   "is then the store's clock minus --buffer. Needs --allowed-regions for "
+                   "both stores (I13).")
+@click.option("--require-copy-in", "require_copy_in", metavar="BACKUP_STORE",
+              help="Every candidate needs a verified copy in BACKUP_STORE: candidates without "
+                   "one are excluded and reported (or refuse the plan with --strict, I11).")
+@click.option("--map", "maps", multiple=True, metavar="SRC-PREFIX/=DST-PREFIX/",
+              help="Where a key's copy is: the longest matching source prefix replaced. "
+                   "Repeatable; with rules, a key no rule covers has no copy.")
+@click.option("--verify-content", is_flag=True,
+              help="Read and sha256 both objects of every pair (streamed, parallel) instead "
+                   "of trusting stored checksums alone; needed where the two stores state "
+                   "no common checksum.")
+@click.option("--strict", is_flag=True,
+              help="With --require-copy-in: refuse the plan if any candidate lacks a copy.")
+@click.option("--allowed-regions", "allowed_regions", multiple=True,
+              metavar="STORE=REGION[,REGION]",
+              help="The regions STORE's data may live in (I13), also [residency] in "
+                   "cleanup.toml (\"STORE\" = [\"REGION\", ...]). The copies' store must be "
+                   "in its own and in the source's regions. Repeatable; recorded.")
+@click.option("--target-region", "target_region", metavar="REGION",
+              help="The region of a local or Azure copies' store (S3: checked against the "
+                   "bucket's own).")
+@click.option("--verify-workers", "verify_workers", type=click.IntRange(1, 256), default=16,
+              show_default=True, help="Parallel checksum reads and content hashes.")
 @json_option("Print plan id and counts as JSON.")
-def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
+def plan(store: str, inventory_path: str, snapshot_path: str | None, out: str,
          buffer: timedelta | None, cutoff: datetime | None, region: str | None,
          endpoint_url: str | None, tenant_pattern: str, internal: str, stages: str,
          hold: timedelta | None, quarantine: str, max_delete_fraction: float | None,
@@ -117,7 +146,9 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
          spark_conf: tuple[str, ...], config: str | None, author: str,
          key: str, foreign_refs_ok: tuple[str, ...], accept_near_misses: bool,
          reconcile_with: str | None, reconcile_query: str | None, trust_root: str | None,
-         output: Output) -> None:
+         retire_to: str | None, require_copy_in: str | None, maps: tuple[str, ...],
+         verify_content: bool, strict: bool, allowed_regions: tuple[str, ...],
+         target_region: str | None, verify_workers: int, output: Output) -> None:
     """Compute the deletion set and write a signed, content-addressed plan.
 
     Candidates are inventory objects that no snapshot reference names and whose
@@ -130,6 +161,8 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
     from cleanup.planner import PlanOptions, make_plan
 
     check_output(out.rstrip("/") or out)
+    copies = _copy_options(snapshot_path, retire_to, require_copy_in, maps, verify_content,
+                           strict, allowed_regions, target_region, verify_workers)
     values: dict[str, Any] = {}
     overrides = []
     defaults = Policy()
@@ -159,7 +192,8 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
                              f"({exc.reason} at byte {exc.start})",
                              hint="write one key per line, in UTF-8") from None
     opts = PlanOptions(
-        store=store, inventory=inventory_path, snapshot=snapshot_path, out=out, author=author,
+        store=store, inventory=inventory_path, snapshot=snapshot_path or "", out=out,
+        author=author,
         key=key, buffer=buffer, cutoff=cutoff, region=region, endpoint_url=endpoint_url,
         tenant_pattern=tenant_pattern,
         internal=tuple(t.strip() for t in internal.split(",") if t.strip()),
@@ -170,30 +204,75 @@ def plan(store: str, inventory_path: str, snapshot_path: str, out: str,
         unsafe_store_without_conditional_writes=unsafe_store,
         foreign_refs_ok=foreign_refs_ok, accept_near_misses=accept_near_misses,
         reconcile_with=reconcile_with, reconcile_query=reconcile_query,
-        trust_root=trust_root, config=config,
+        trust_root=trust_root, config=config, copies=copies,
     )
     res = make_plan(opts)
     m = res.plan.manifest
     cutoff_s = format_time(res.plan.cutoff.time)
+    cp = res.plan.copies
+    copy_lines = [] if cp is None else [
+        f"  {cp.verified} verified copies in {cp.target} ({cp.target_region}); "
+        f"{cp.blocking} blocking"
+        + "".join(f", {r}: {n}" for r, n in sorted(cp.blocking_reasons.items()))]
     output.result(
         {"plan_dir": res.path, "plan_id": res.plan_id, "objects": m.objects,
          "bytes": m.bytes, "cutoff": cutoff_s,
-         "stages": [st.to_json() for st in res.plan.stages]},
+         "stages": [st.to_json() for st in res.plan.stages],
+         **({"copies": cp.to_json()} if cp is not None else {})},
         lambda: [f"plan {res.plan_id}",
                  f"  {m.objects} candidates, {human_bytes(m.bytes)}, cutoff "
-                 f"{cutoff_s} -> {res.path}",
+                 f"{cutoff_s} -> {res.path}", *copy_lines,
                  f"  next: `cleanup show {out}`, then a second engineer approves it"])
+
+
+def _copy_options(snapshot: str | None, retire_to: str | None, require_copy_in: str | None,
+                  maps: tuple[str, ...], verify_content: bool, strict: bool,
+                  allowed_regions: tuple[str, ...], target_region: str | None,
+                  workers: int) -> Any:
+    """The CopyOptions of --retire-to / --require-copy-in, or None; refuses options that
+    need one of them."""
+    from cleanup.retire import CopyOptions
+
+    if retire_to and require_copy_in:
+        raise UsageError("--retire-to and --require-copy-in exclude each other")
+    if not snapshot and not retire_to:
+        raise UsageError("--snapshot is required (only a retirement, --retire-to, may "
+                         "plan without one)")
+    target = retire_to or require_copy_in
+    if target is None:
+        given = [n for n, v in (("--map", maps), ("--verify-content", verify_content),
+                                ("--strict", strict), ("--target-region", target_region),
+                                ("--allowed-regions", allowed_regions))
+                 if v]
+        if given:
+            raise UsageError(f"{given[0]} needs --retire-to or --require-copy-in")
+        return None
+    if strict and retire_to:
+        raise UsageError("--strict is for --require-copy-in (a retirement never removes an "
+                         "object without a verified copy)")
+    return CopyOptions("retire" if retire_to else "backup", target, maps=maps,
+                       verify_content=verify_content, strict=strict,
+                       allowed_regions=allowed_regions, target_region=target_region,
+                       workers=workers)
 
 
 @click.command()
 @click.argument("plan_dir", type=click.Path(file_okay=False))
 @json_option("Print the summary as JSON.")
 @click.option("--top", default=10, show_default=True, help="Rows in the largest-* tables.")
-def show(plan_dir: str, output: Output, top: int) -> None:
+@click.option("--markdown", is_flag=True,
+              help="Print the summary as Markdown (overrides and risks first) for a "
+                   "pull-request comment or a ticket.")
+def show(plan_dir: str, output: Output, top: int, markdown: bool) -> None:
     """Summarize a plan: inputs, cutoff, invariant results, stages, tenants, prefixes."""
     from cleanup.show import summarize
 
     summary = summarize(plan_dir, top=top)
+    if markdown:
+        from cleanup.show import markdown as as_markdown
+
+        TEXT.text(as_markdown(summary))
+        return
     output.result(summary, lambda: plan_summary(summary))
 
 

@@ -52,6 +52,14 @@ def plan_summary(summary: dict[str, Any]) -> Rich:
         out.append("[bold red]The inventory trusted mtime alone (--trust-mtime).[/]")
     if p.get("quarantine") == "none":
         out.append("[bold red]quarantine = none: deleted files are NOT recoverable.[/]")
+    copies = summary.get("copies")
+    if copies:
+        from rich.markup import escape
+
+        out.append(f"[bold]{escape(copies['text'])}[/]")
+        out.append(f"  {copies['verified']} of {copies['candidates']} candidates have a verified "
+                   f"copy; {copies['blocking']} objects blocking (never candidates)"
+                   + "".join(f", {r}: {n}" for r, n in sorted(copies["blocking_reasons"].items())))
     out.append(f"[bold]plan[/] {summary['plan_id']}  ({summary['plan_dir']})")
     ok = summary["manifest_intact"]
     out.append(f"manifest sha256 {'matches' if ok else '[red]DOES NOT MATCH[/]'} plan.json; "

@@ -108,7 +108,7 @@ class Policy:
         return lowered
 
 
-CONFIG_KEYS = frozenset({"policy", "trust_root", "audit"})
+CONFIG_KEYS = frozenset({"policy", "trust_root", "audit", "residency", "job"})  # job: jobs.py
 
 
 def read_config(path: str) -> dict[str, Any]:

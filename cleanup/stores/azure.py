@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cleanup.core.paths import RESERVED_PREFIX, StoreRef, confined
 from cleanup.errors import StoreError, UsageError
-from cleanup.stores.base import ClockProbe, ObjectInfo, quarantine_key
+from cleanup.stores.base import Checksums, ClockProbe, ObjectInfo, quarantine_key
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
@@ -430,6 +430,44 @@ class AzureStore:
         if policy is None or not policy.enabled:
             return None
         return timedelta(days=int(policy.days or 0))
+
+    # --- copy verification (cleanup.retire): read-only ---------------------------------
+
+    def checksums(self, key: str) -> Checksums | None:
+        """The blob's size and its Content-MD5 where one is stored (Put Blob stores it;
+        a blob committed from blocks has one only if the uploader set it)."""
+        p = self._props(key)
+        if p is None:
+            return None
+        md5 = getattr(getattr(p, "content_settings", None), "content_md5", None)
+        sums = {"md5": bytes(md5).hex()} if md5 else {}
+        return Checksums(key=key, size=int(p.size), sums=sums, etag=strip_etag(p.etag),
+                         last_modified=p.last_modified.astimezone(UTC))
+
+    def read_chunks(self, key: str, chunk_size: int) -> Iterator[bytes] | None:
+        """The blob's content, streamed (bounded memory), pinned to its etag."""
+        p = self._props(key)
+        if p is None:
+            return None
+        try:
+            stream = self._client(key).download_blob(etag=p.etag, match_condition=self._match)
+        except self._errors as exc:
+            if self._absent(exc):
+                return None
+            raise self._fail(f"GetBlob {key!r}", exc) from None
+
+        def chunks() -> Iterator[bytes]:
+            for c in stream.chunks():
+                for off in range(0, len(c), chunk_size):
+                    yield bytes(c[off:off + chunk_size])
+
+        return chunks()
+
+    @property
+    def _match(self) -> Any:
+        from azure.core import MatchConditions
+
+        return MatchConditions.IfNotModified
 
 
 def _code(exc: BaseException) -> str:

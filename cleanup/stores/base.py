@@ -316,3 +316,52 @@ def quarantine_key(plan_id: str, key: str) -> str:
 
 
 _PLAN_ID = re.compile(r"[0-9a-f]{64}")
+
+
+#: content checksum algorithms, strongest first (cleanup.retire compares the first one
+#: both sides state)
+CHECKSUM_ALGORITHMS = ("sha256", "sha1", "md5", "crc64nvme", "crc32c", "crc32")
+
+
+@dataclass(frozen=True)
+class Checksums:
+    """An object's size and the whole-content checksums a store states for it, as
+    lowercase hex by algorithm (:data:`CHECKSUM_ALGORITHMS`). Only checksums of the
+    whole content appear: an S3 multipart ETag (``...-N``) or a COMPOSITE checksum
+    (a checksum of part checksums) is never reported as one."""
+
+    key: str
+    size: int
+    sums: dict[str, str]
+    etag: str | None
+    last_modified: datetime
+    #: algorithms the object has whose values this answer does not carry (a listing
+    #: names S3 additional checksums without their values): ask :meth:`checksums`
+    more: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class ChecksumStore(Protocol):
+    """Optional, read-only: what copy verification (:mod:`cleanup.retire`) reads. S3:
+    HeadObject with ChecksumMode=ENABLED; local: computed by reading the file."""
+
+    def checksums(self, key: str) -> Checksums | None:
+        """The object's size and checksums, or None if it does not exist."""
+        ...
+
+    def read_chunks(self, key: str, chunk_size: int) -> Iterator[bytes] | None:
+        """The object's content in chunks of at most ``chunk_size`` bytes (bounded
+        memory), or None if it does not exist."""
+        ...
+
+
+@runtime_checkable
+class ListedChecksumStore(Protocol):
+    """Optional, read-only: the checksums of many keys from a listing (S3: one
+    ListObjectsV2 page per 1,000 keys; MD5 from single-part ETags, other algorithms
+    named in ``more``)."""
+
+    def list_checksums(self, keys: Sequence[str]) -> dict[str, Checksums] | None:
+        """Each existing key's :class:`Checksums` (absent keys left out), or None when a
+        listing would not be cheaper than asking key by key."""
+        ...

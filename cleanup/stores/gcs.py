@@ -37,7 +37,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from cleanup.core.paths import RESERVED_PREFIX, StoreRef, confined
 from cleanup.errors import StoreError, UsageError
-from cleanup.stores.base import ClockProbe, ObjectInfo, quarantine_key
+from cleanup.stores.base import Checksums, ClockProbe, ObjectInfo, quarantine_key
 
 # google-cloud-storage ships no type information: its objects are Any here, imported
 # through importlib so that type checking needs no stubs.
@@ -577,6 +577,45 @@ class GCSStore:
         except self._errors as exc:
             raise self._fail(f"DeleteObject {key!r}#{marker}", exc) from None
         return 1
+
+    # --- copy verification (cleanup.retire): read-only ---------------------------------
+
+    def checksums(self, key: str) -> Checksums | None:
+        """The object's size, MD5 (absent for composed objects) and CRC32C, as GCS states
+        them for the stored bytes."""
+        blob = self._get(key)
+        if blob is None:
+            return None
+        sums = {}
+        for algo, value in (("md5", blob.md5_hash), ("crc32c", blob.crc32c)):
+            if value:
+                sums[algo] = base64.b64decode(value).hex()
+        updated = blob.updated or blob.time_created
+        return Checksums(key=key, size=int(blob.size or 0), sums=sums, etag=md5_hex(blob),
+                         last_modified=(updated or datetime.now(UTC)).astimezone(UTC))
+
+    def read_chunks(self, key: str, chunk_size: int) -> Iterator[bytes] | None:
+        """The stored bytes (no decompressive transcoding) of the current generation, in
+        ranged reads of ``chunk_size``."""
+        blob = self._get(key)
+        if blob is None:
+            return None
+        size, generation = int(blob.size or 0), blob.generation
+
+        def part(start: int) -> bytes:
+            b = self._blob(key, generation=generation)
+            try:
+                return bytes(b.download_as_bytes(start=start,
+                                                 end=min(start + chunk_size, size) - 1,
+                                                 raw_download=True, **self._kw))
+            except self._errors as exc:
+                raise self._fail(f"GetObject {key!r}", exc) from None
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, size, chunk_size):
+                yield part(start)
+
+        return chunks()
 
 
 def _msg(exc: BaseException) -> str:

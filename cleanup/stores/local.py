@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cleanup.core.paths import RESERVED_PREFIX, StoreRef, confined
 from cleanup.errors import UsageError
-from cleanup.stores.base import ClockProbe, ObjectInfo, quarantine_key
+from cleanup.stores.base import Checksums, ClockProbe, ObjectInfo, quarantine_key
 
 _US = timedelta(microseconds=1)
 
@@ -366,3 +366,56 @@ class LocalStore:
                 raise
             n += 1
         return n
+
+    # --- copy verification (cleanup.retire): read-only ---------------------------------
+
+    def _open_regular(self, key: str) -> int | None:
+        """A read-only descriptor of the regular file at ``key`` (symlinks not followed),
+        or None if there is none."""
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            if exc.errno in _NO_SUCH_PATH or exc.errno == errno.ELOOP:
+                return None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
+
+    def checksums(self, key: str) -> Checksums | None:
+        """sha256 and md5 of the file, computed by reading it (a file system states no
+        checksum); the file's etag and time as of the read. A file rewritten while it is
+        read is read again."""
+        import hashlib
+
+        for _attempt in range(3):
+            fd = self._open_regular(key)
+            if fd is None:
+                return None
+            with os.fdopen(fd, "rb") as fh:
+                before = os.fstat(fh.fileno())
+                sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+                while chunk := fh.read(1 << 20):
+                    sha.update(chunk)
+                    md5.update(chunk)
+                after = os.fstat(fh.fileno())
+            if _etag(before) == _etag(after):
+                return Checksums(key=key, size=after.st_size,
+                                 sums={"sha256": sha.hexdigest(), "md5": md5.hexdigest()},
+                                 etag=_etag(after),
+                                 last_modified=_time_of(after, self.trust_mtime))
+        raise UsageError(f"{self.ref.url}: {key} kept changing while it was read")
+
+    def read_chunks(self, key: str, chunk_size: int) -> Iterator[bytes] | None:
+        fd = self._open_regular(key)
+        if fd is None:
+            return None
+        fh = os.fdopen(fd, "rb")
+
+        def chunks() -> Iterator[bytes]:
+            with fh:
+                while chunk := fh.read(chunk_size):
+                    yield chunk
+
+        return chunks()

@@ -16,13 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from cleanup.core.paths import RESERVED_PREFIX, StoreRef, confined
 from cleanup.errors import StoreError, UsageError
-from cleanup.stores.base import ClockProbe, ObjectInfo, quarantine_key
+from cleanup.stores.base import Checksums, ClockProbe, ObjectInfo, quarantine_key
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from mypy_boto3_s3 import S3Client
 
 
-COPY_WORKERS = 16
+#: concurrent single-object calls (CopyObject) of one store; boto3's connection pool is
+#: sized to match, plus room for the listing workers (issue 18)
+COPY_WORKERS = 32
+#: concurrent DeleteObjects calls (1,000 keys each) of a purge
+PURGE_WORKERS = 4
 MAX_ATTEMPTS = 10
 
 
@@ -42,7 +47,7 @@ def make_client(endpoint_url: str | None = None, region: str | None = None,
         retries={"max_attempts": MAX_ATTEMPTS, "mode": "adaptive"},
         s3={"addressing_style": "path"} if endpoint_url else {},
         connect_timeout=10,
-        max_pool_connections=COPY_WORKERS + 4,
+        max_pool_connections=COPY_WORKERS + 12,
         read_timeout=60,
     )
     try:
@@ -149,6 +154,14 @@ class S3Store:
             token = page.get("NextContinuationToken")
             if not token:
                 raise StoreError(f"{self.ref.url}: truncated listing without a continuation token")
+
+    def listing_batches(self) -> Iterator[pa.RecordBatch]:
+        """The listing of :meth:`iter_objects` (same keys, exactly once) as inventory
+        record batches, parsed from the raw ListObjectsV2 XML and split across folders
+        (:mod:`cleanup.stores.s3_fastlist`): the fast path of ``cleanup inventory``."""
+        from cleanup.stores.s3_fastlist import iter_batches
+
+        return iter_batches(self)
 
     def probe_clock(self) -> ClockProbe:
         """Overwrite the one probe object ``_cleanup/clock/probe`` and read its
@@ -280,35 +293,33 @@ class S3Store:
 
     def current(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
         """List the batch's key range (a page per 1000 keys) instead of a HEAD per key;
-        fall back to HEAD when the range holds many objects outside the batch."""
+        fall back to HEAD when the range holds many objects outside the batch. Pages are
+        read by :mod:`cleanup.stores.s3_fastlist` (the raw XML, not boto3's dicts)."""
+        from cleanup.stores.s3_fastlist import listing_time, pages
+
         if not keys:
             return {}
         ordered = sorted(keys)
         want = set(ordered)
         found: dict[str, ObjectInfo] = {}
         lcp = os.path.commonprefix(ordered)
-        kwargs: dict[str, Any] = {"Bucket": self.ref.bucket, "Prefix": self.ref.prefix + lcp,
-                                  "MaxKeys": 1000}
-        if len(ordered[0]) > len(lcp):
-            kwargs["StartAfter"] = self.ref.prefix + ordered[0][:-1]
+        after = self.ref.prefix + ordered[0][:-1] if len(ordered[0]) > len(lcp) else None
         scanned, budget, last_seen = 0, 3 * len(ordered) + 2000, ""
         plen = len(self.ref.prefix)
-        while True:
-            page = self._call("ListObjectsV2", self.client.list_objects_v2, **kwargs)
-            contents = page.get("Contents", [])
-            for obj in contents:
-                k = obj["Key"][plen:]
-                last_seen = k
+        for page in pages(self, self.ref.prefix + lcp, start_after=after):
+            for i, full in enumerate(page.keys):
+                k = last_seen = full[plen:]
                 if k in want:
-                    found[k] = ObjectInfo(key=k, size=int(obj["Size"]),
-                                          last_modified=obj["LastModified"].astimezone(UTC),
-                                          etag=strip_etag(obj.get("ETag")))
-            scanned += len(contents)
-            if not page.get("IsTruncated") or last_seen >= ordered[-1]:
+                    found[k] = ObjectInfo(key=k, size=int(page.sizes[i]),
+                                          last_modified=listing_time(page.times[i]),
+                                          etag=page.etags[i])
+            scanned += len(page.keys)
+            if last_seen >= ordered[-1]:
                 return found
             if scanned > budget:
                 break
-            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        else:
+            return found  # the whole range was listed
         for k in ordered:
             if k > last_seen:
                 info = self._head(k)
@@ -420,13 +431,69 @@ class S3Store:
         self.delete_key(q)
         return "restored"
 
-    def purge(self, plan_id: str, keys: Sequence[str]) -> int:
-        n = 0
+    def restore_many(self, plan_id: str, keys: Sequence[str]) -> dict[str, str]:
+        """:meth:`restore` of many keys (:class:`~cleanup.stores.bulk.BulkRestoreStore`):
+        per 1,000 keys one listing of the keys and one of their quarantine copies instead
+        of two HEADs per key, the copies concurrent (``If-None-Match: *`` where the
+        server honours it, as :meth:`restore`), then one DeleteObjects of the restored
+        copies (conditional on their etag)."""
+        out: dict[str, str] = {}
+        failed: list[str] = []
         for i in range(0, len(keys), 1000):
-            chunk = [(quarantine_key(plan_id, k), None) for k in keys[i:i + 1000]]
-            res = self._delete_batch(chunk)
-            n += sum(1 for v in res.values() if v is None)
-        return n
+            chunk = sorted(set(keys[i:i + 1000]))
+            qkeys = {k: quarantine_key(plan_id, k) for k in chunk}
+            copies = self.current(list(qkeys.values()))
+            live = self.current(chunk)
+            todo: list[str] = []
+            for k in chunk:
+                if qkeys[k] not in copies:
+                    out[k] = "not-quarantined"
+                elif k in live:
+                    out[k] = "exists"
+                else:
+                    todo.append(k)
+            with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
+                results = list(pool.map(self._restore_copy, [qkeys[k] for k in todo], todo))
+            restored: list[tuple[str, str | None]] = []
+            for k, res in zip(todo, results, strict=True):
+                if res in ("restored", "exists", "not-quarantined"):
+                    out[k] = res
+                    if res == "restored":
+                        restored.append((qkeys[k], copies[qkeys[k]].etag))
+                else:
+                    failed.append(f"{k}: {res}")
+            for q, err in self._delete_batch(restored).items():
+                if err is not None:
+                    failed.append(f"{q}: removing the quarantine copy failed ({err})")
+        if failed:
+            raise StoreError(f"{self.ref.url}: restore failed for {len(failed)} key(s), "
+                             f"e.g. {failed[0]}",
+                             hint="run the restore again: restored keys report 'exists'")
+        return out
+
+    def _restore_copy(self, q: str, key: str) -> str:
+        """Copy the quarantine copy ``q`` back to ``key`` unless an object is there."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.copy_object(Bucket=self.ref.bucket, Key=self._full(key),
+                                    CopySource={"Bucket": self.ref.bucket, "Key": self._full(q)},
+                                    MetadataDirective="COPY", IfNoneMatch="*")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412"):
+                return "exists"
+            if code in ("NoSuchKey", "404"):
+                return "not-quarantined"
+            return f"copy failed: {s3_error_message(exc)}"
+        return "restored"
+
+    def purge(self, plan_id: str, keys: Sequence[str]) -> int:
+        chunks = [[(quarantine_key(plan_id, k), None) for k in keys[i:i + 1000]]
+                  for i in range(0, len(keys), 1000)]
+        with ThreadPoolExecutor(max_workers=PURGE_WORKERS) as pool:
+            results = list(pool.map(self._delete_batch, chunks))
+        return sum(1 for res in results for v in res.values() if v is None)
 
     # --- versioning mode ---------------------------------------------------------------
 
@@ -489,3 +556,105 @@ class S3Store:
             self._call("DeleteObject", self.client.delete_object, Bucket=self.ref.bucket,
                        Key=self._full(key), VersionId=vid)
         return 1
+
+    # --- copy verification (cleanup.retire): read-only ---------------------------------
+
+    def checksums(self, key: str) -> Checksums | None:
+        """HeadObject with ChecksumMode=ENABLED: the size, the additional checksums of the
+        whole content (FULL_OBJECT; a COMPOSITE one of a multipart upload is left out) and
+        the ETag as an MD5 only where it is one: a single-part upload without SSE-KMS or
+        SSE-C (a multipart ETag ``...-N`` is an MD5 of part MD5s, never of the content)."""
+        import base64
+
+        from botocore.exceptions import ClientError
+
+        try:
+            h = self.client.head_object(Bucket=self.ref.bucket, Key=self._full(key),
+                                        ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise StoreError(f"{self.ref.url}: HeadObject {key} failed "
+                             f"({s3_error_message(exc)})") from None
+        etag = strip_etag(h.get("ETag"))
+        multipart = etag is not None and "-" in etag
+        ctype = str(h.get("ChecksumType") or "")
+        sums: dict[str, str] = {}
+        for algo in ("SHA256", "SHA1", "CRC64NVME", "CRC32C", "CRC32"):
+            value = h.get(f"Checksum{algo}")
+            if not value or "-" in str(value):
+                continue  # absent, or composite (``...-N``)
+            # A multipart upload's checksum is of the whole content only when the store
+            # says FULL_OBJECT (CRC64NVME always is); otherwise it may be COMPOSITE.
+            if multipart and ctype != "FULL_OBJECT" and algo != "CRC64NVME":
+                continue
+            if ctype == "COMPOSITE":
+                continue
+            try:
+                sums[algo.lower()] = base64.b64decode(str(value), validate=True).hex()
+            except ValueError:
+                continue
+        sse = h.get("ServerSideEncryption")
+        if (etag and not multipart and len(etag) == 32 and sse in (None, "AES256")
+                and not h.get("SSECustomerAlgorithm")
+                and all(c in "0123456789abcdef" for c in etag.lower())):
+            sums["md5"] = etag.lower()
+        return Checksums(key=key, size=int(h["ContentLength"]), sums=sums, etag=etag,
+                         last_modified=h["LastModified"].astimezone(UTC))
+
+    def read_chunks(self, key: str, chunk_size: int) -> Iterator[bytes] | None:
+        """GetObject, streamed in chunks (bounded memory); None if the key is absent."""
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.ref.bucket, Key=self._full(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404"):
+                return None
+            raise StoreError(f"{self.ref.url}: GetObject {key} failed "
+                             f"({s3_error_message(exc)})") from None
+        body = obj["Body"]
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body.iter_chunks(chunk_size)
+            finally:
+                body.close()
+
+        return chunks()
+
+    def list_checksums(self, keys: Sequence[str]) -> dict[str, Checksums] | None:
+        """The keys' sizes, single-part MD5 ETags and the names of their additional
+        checksums from listing their key range (values need :meth:`checksums`); None if
+        the range holds many more objects than ``keys``. Read-only."""
+        if not keys:
+            return {}
+        ordered = sorted(keys)
+        want, found = set(ordered), {}
+        lcp = os.path.commonprefix(ordered)
+        kwargs: dict[str, Any] = {"Bucket": self.ref.bucket, "Prefix": self.ref.prefix + lcp,
+                                  "MaxKeys": 1000}
+        if len(ordered[0]) > len(lcp):
+            kwargs["StartAfter"] = self.ref.prefix + ordered[0][:-1]
+        scanned, budget, plen = 0, 3 * len(ordered) + 2000, len(self.ref.prefix)
+        while True:
+            page = self._call("ListObjectsV2", self.client.list_objects_v2, **kwargs)
+            contents = page.get("Contents", [])
+            last = ""
+            for obj in contents:
+                k = last = obj["Key"][plen:]
+                if k not in want:
+                    continue
+                etag = strip_etag(obj.get("ETag"))
+                md5 = ({"md5": etag.lower()} if etag and len(etag) == 32
+                       and all(c in "0123456789abcdef" for c in etag.lower()) else {})
+                found[k] = Checksums(key=k, size=int(obj["Size"]), sums=md5, etag=etag,
+                                     last_modified=obj["LastModified"].astimezone(UTC),
+                                     more=tuple(str(a).lower()
+                                                for a in obj.get("ChecksumAlgorithm", [])))
+            scanned += len(contents)
+            if not page.get("IsTruncated") or last >= ordered[-1]:
+                return found
+            if scanned > budget:
+                return None
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from cleanup.errors import StoreError
 from cleanup.stores.base import (
+    ChecksumStore,
     ClockProbe,
     ConditionalStore,
+    ListedChecksumStore,
     ObjectInfo,
     VersionedStore,
     quarantine_key,
@@ -125,8 +127,8 @@ class DryRunStore:
     def wrap_capability(self, proto: Callable[..., C], cap: C) -> C | None:
         if proto is VersionedStore:
             return cast(C, _DryRunVersioned(self, cast(VersionedStore, cap)))
-        if proto is ConditionalStore:
-            return cap  # a statement about the store, no mutation
+        if proto in (ConditionalStore, ChecksumStore, ListedChecksumStore):
+            return cap  # a statement about the store, or reads: no mutation
         return None  # an unknown capability might mutate: hidden
 
 
