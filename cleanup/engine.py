@@ -214,7 +214,9 @@ class Engine:
 
     def _views(self) -> None:
         """``inv``: the listed objects in scope (reserved prefix and names that are not
-        UTF-8 excluded: those are never candidates)."""
+        UTF-8 excluded: those are never candidates). A ``_cleanup/`` folder deeper down is
+        a nested store's bookkeeping (its quarantine, audit log, trust root): out of scope
+        too, never a candidate of this store's plan."""
         import pyarrow.parquet as pq
 
         from cleanup.inputs import input_files, parquet_list_sql
@@ -232,7 +234,8 @@ class Engine:
             f"FROM read_parquet({inv_file}, file_row_number = true) WHERE key IS NOT NULL")
         self.con.execute(
             f"CREATE TEMP VIEW inv AS SELECT key, size, last_modified, etag, rn FROM inv_all "
-            f"WHERE NOT starts_with(key, {sql_literal(RESERVED_PREFIX)}) {raw_ok}")
+            f"WHERE NOT starts_with(key, {sql_literal(RESERVED_PREFIX)}) "
+            f"AND NOT contains(key, {sql_literal('/' + RESERVED_PREFIX)}) {raw_ok}")
 
     def _resolve(self, res: EngineResult) -> None:
         from cleanup.inputs import input_files, parquet_list_sql

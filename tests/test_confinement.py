@@ -102,3 +102,22 @@ def test_unsafe_key_sql_agrees_with_python(keys: list[str], kind: str) -> None:
     got = [r[0] for r in con.execute(
         f"SELECT {unsafe_key_sql('key', kind)} FROM k ORDER BY i").fetchall()]
     assert got == [unsafe_key_reason(k, kind=kind) is not None for k in keys]
+
+
+def test_a_nested_stores_bookkeeping_is_never_a_candidate(case: Case) -> None:
+    """A layer inside this store is a cleanup store of its own: its ``_cleanup/`` folder
+    (quarantine -- the only copy of what it removed --, audit log, trust root) is
+    referenced by no table, yet never a candidate of the outer store's plan."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    nested = [("acme/t/_cleanup/quarantine/p/part-1.parquet", 10, OLD),
+              ("acme/t/_cleanup/audit/000000000001.json", 11, OLD)]
+    case.write(objects=[*case.objects, *nested])
+    r = case.plan("--internal", "internal", "--json")
+    assert r.code == 0, r.err
+    keys = pq.read_table(case.tmp / "plan" / "manifest.parquet").column("key").to_pylist()
+    assert sorted(keys) == sorted(case.unreferenced)
+    plan = json.loads((case.tmp / "plan" / "plan.json").read_text())
+    assert plan["manifest"]["objects"] == len(case.unreferenced)

@@ -249,6 +249,8 @@ def test_a_fixed_world_exercises_every_branch(spark: Any, tmp_path: Path) -> Non
                 ("t5/tbl/part-0.parquet", 10, LATEST_OK - timedelta(days=3)),
                 ("t6/other/_delta_log/00.json", 11, LATEST_OK - timedelta(days=3)),
                 ("_cleanup/clock/x", 1, LATEST_OK - timedelta(days=9)),
+                # a nested store's quarantine: its own bookkeeping, never a candidate here
+                ("t4/_cleanup/quarantine/p/x", 3, LATEST_OK - timedelta(days=9)),
                 ("ünï/é", 5, LATEST_OK), ("x%41/a", 6, LATEST_OK - timedelta(days=1)),
                 ("t1/keep/a", 7, LATEST_OK), ("t2/sub/b", 8, LATEST_OK)]
     refs = [k for k, _s, _t in objects[:40]] + ["t1/keep", "t2/sub/", "missing/x",
@@ -263,6 +265,7 @@ def test_a_fixed_world_exercises_every_branch(spark: Any, tmp_path: Path) -> Non
     _assert_same(duck, sp)
     r = duck["result"]
     assert r["candidates"] > 0
+    assert not any("_cleanup/" in row["key"] for row in duck["rows"])
     assert r["protected_by_folder"] >= 1
     assert r["implicit_folder_refs"] >= 1
     assert r["near_misses"] >= 1

@@ -264,7 +264,9 @@ class SparkEngine(Engine):
         raw = self._read(inp.inventory, "inventory")
         has_raw = "key_raw" in raw.columns
         inv_all = raw.where("key IS NOT NULL")
-        in_scope = f"NOT startswith(key, {spark_literal(RESERVED_PREFIX)})"
+        # The reserved prefix, and a nested store's own (a layer inside this one).
+        in_scope = (f"NOT startswith(key, {spark_literal(RESERVED_PREFIX)}) "
+                    f"AND instr(key, {spark_literal('/' + RESERVED_PREFIX)}) = 0")
         if has_raw:
             in_scope += " AND key_raw IS NULL"
         inv = inv_all.where(in_scope).select("key", "size", "last_modified", "etag")
