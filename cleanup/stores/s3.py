@@ -409,27 +409,17 @@ class S3Store:
         return self._delete_batch([(o.key, o.etag) for o in objs])
 
     def restore(self, plan_id: str, key: str) -> str:
-        from botocore.exceptions import ClientError
-
         q = quarantine_key(plan_id, key)
         if self._head(q) is None:
             return "not-quarantined"
         if self._head(key) is not None:
             return "exists"
-        try:
-            # IfNoneMatch: where the server supports it, the copy cannot overwrite an
-            # object written since our HEAD.
-            self.client.copy_object(Bucket=self.ref.bucket, Key=self._full(key),
-                                    CopySource={"Bucket": self.ref.bucket, "Key": self._full(q)},
-                                    MetadataDirective="COPY", IfNoneMatch="*")
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "412"):
-                return "exists"
-            raise StoreError(f"{self.ref.url}: restore {key} failed "
-                             f"({s3_error_message(exc)})") from None
-        self.delete_key(q)
-        return "restored"
+        res = self._restore_copy(q, key)
+        if res.startswith("copy failed"):
+            raise StoreError(f"{self.ref.url}: restore {key} failed ({res})")
+        if res == "restored":
+            self.delete_key(q)
+        return res
 
     def restore_many(self, plan_id: str, keys: Sequence[str]) -> dict[str, str]:
         """:meth:`restore` of many keys (:class:`~cleanup.stores.bulk.BulkRestoreStore`):
@@ -472,7 +462,9 @@ class S3Store:
         return out
 
     def _restore_copy(self, q: str, key: str) -> str:
-        """Copy the quarantine copy ``q`` back to ``key`` unless an object is there."""
+        """Copy the quarantine copy ``q`` back to ``key`` unless an object is there
+        (``If-None-Match: *``: where the server honours it, the copy cannot overwrite an
+        object written since it was looked at)."""
         from botocore.exceptions import ClientError
 
         try:
