@@ -35,7 +35,7 @@ from cleanup.model import Witness as WitnessDoc
 from cleanup.presence import consume, require_witness
 from cleanup.published import Published, RecordTrust, referenced_heads, stage_doc
 from cleanup.published import stage_state as store_stage_state
-from cleanup.retire import recheck_copies
+from cleanup.retire import CopyCheck, open_copy_check, recheck_copies
 from cleanup.stores.base import ObjectInfo, VersionedStore, capability, quarantine_key
 from cleanup.stores.bulk import BulkRestoreStore
 from cleanup.stores.wrappers import DryRunStore
@@ -479,9 +479,9 @@ def _start_watchdog(opts: ExecuteOptions, ctx: _Context, rec: Reconciler, journa
     return Watchdog.start(
         settings, store=ctx.store, pub=ctx.pub, journal=journal, rec=rec, bundle=ctx.bundle,
         stage=opts.stage, executor=opts.executor, key=opts.key,
-        # Restore reads the batch records as `cleanup restore` does (it only moves back).
-        restore=lambda: _restore_stage(ctx.store, Published(ctx.store, ctx.plan_id), ctx.bundle,
-                                       opts.stage, None, opts.executor),
+        # The batch records a runner signed (the view the stage itself wrote through).
+        restore=lambda: _restore_stage(ctx.store, ctx.pub, ctx.bundle, opts.stage, None,
+                                       opts.executor),
         heartbeat=lock.refresh if lock is not None else None)
 
 
@@ -522,7 +522,8 @@ def _run_batches(opts: ExecuteOptions, bundle: PlanBundle, mode: str, store: Sto
         store, done = DryRunStore(store), {}
     runner = _BatchRunner(opts, plan_id, mode, store, rec, journal, cutoff, precision,
                           _versioned(store) if mode == "versioning" else None,
-                          None if opts.dry_run else pub)
+                          None if opts.dry_run else pub,
+                          open_copy_check(bundle.plan.copies, store, opts.endpoint_url))
     res = ExecuteResult(plan_id, opts.stage, opts.dry_run)
     totals: Counter[str] = Counter()
 
@@ -609,6 +610,7 @@ class _BatchRunner:
     precision: timedelta
     versioned: VersionedStore | None  # the store's capability, in versioning mode
     pub: Published | None  # where batch records go (None: a dry run records nothing)
+    copies: CopyCheck | None = None  # a retirement's copies, re-verified per batch (I11)
 
     def run(self, b: int, batch: list[ObjectInfo], digest: str) -> tuple[int, int, Counter[str]]:
         """(objects removed, their bytes, skip reasons) of batch ``b``."""
@@ -620,8 +622,7 @@ class _BatchRunner:
         self.journal.write("batch-start", batch=b, digest=digest, keys=len(keys))
         self._reconcile(b, keys)
         self.journal.write("batch-reconciled", batch=b)
-        recheck_copies(self.store, self.plan_id, batch, b, self.journal, self.opts.plan_dir,
-                       self.opts.endpoint_url)
+        recheck_copies(self.copies, batch, b, self.journal)
         cur = self.store.current(keys)
         already, markers = self._already_removed([o for o in batch if o.key not in cur])
         to_remove, skipped = self._select(batch, cur, already)

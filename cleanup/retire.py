@@ -25,7 +25,6 @@ before the store re-check: a copy missing or changed since the plan halts the st
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -630,81 +629,50 @@ def describe(copies: CopiesInfo, store: str, region: str) -> str:
 
 
 @dataclass
-class _PlanCopies:
-    info: CopiesInfo | None
-    verifier: Verifier | None = None
+class CopyCheck:
+    """The signed plan's copies section and a verifier against its target."""
+
+    info: CopiesInfo
+    verifier: Verifier
 
 
-_CACHE: dict[tuple[int, str], _PlanCopies] = {}
-
-
-def _plan_bytes(store: Store, plan_id: str, plan_dir: str) -> bytes:
-    """plan.json's bytes, which must hash to ``plan_id`` (so they are the signed plan):
-    the plan directory's copy (the id was taken from it), else the store's."""
+def open_copy_check(copies: CopiesInfo | None, store: Store,
+                    endpoint_url: str | None) -> CopyCheck | None:
+    """What execution re-verifies each batch against: the copies of the verified plan
+    (the bytes that were checked are the bytes used), the target opened in the region
+    the plan verified it in (I13). None for a plan without copies."""
+    if copies is None:
+        return None
     try:
-        with open(os.path.join(plan_dir, "plan.json"), "rb") as fh:
-            data = fh.read()
-        if hashlib.sha256(data).hexdigest() == plan_id:
-            return data
-    except OSError:
-        pass
-    from cleanup.published import Published
-
-    rec = Published(store, plan_id).get("plan.json")
-    if rec is None or hashlib.sha256(rec.data).hexdigest() != plan_id:
-        raise ReconciliationHalt(f"{I11}: no plan.json that hashes to plan {plan_id[:16]}...; "
-                                 "nothing in this batch was touched")
-    return rec.data
+        target, region = open_target(copies.target, endpoint_url=endpoint_url,
+                                     region=copies.target_region)
+    except InvariantViolation as exc:
+        raise ReconciliationHalt(f"{I13}: {exc.detail}; nothing in this batch was "
+                                 "touched and the stage is halted") from None
+    if region != copies.target_region:
+        raise ReconciliationHalt(
+            f"{I13}: copies' store {copies.target} is in {region}, the plan verified "
+            f"them in {copies.target_region}; nothing in this batch was touched")
+    return CopyCheck(copies, Verifier(store, target, KeyMap(copies.maps),
+                                      copies.verify_content))
 
 
-def _plan_copies(store: Store, plan_id: str, plan_dir: str,
-                 endpoint_url: str | None) -> _PlanCopies:
-    """The signed plan's copies section and a verifier against its target; cached per
-    store object and plan id."""
-    key = (id(store), plan_id)
-    found = _CACHE.get(key)
-    if found is not None:
-        return found
-    from cleanup.model import Plan
-
-    plan = Plan.from_json(json.loads(_plan_bytes(store, plan_id, plan_dir)))
-    pc = _PlanCopies(plan.copies)
-    if plan.copies is not None:
-        try:
-            target, region = open_target(plan.copies.target, endpoint_url=endpoint_url,
-                                         region=plan.copies.target_region)
-        except InvariantViolation as exc:
-            raise ReconciliationHalt(f"{I13}: {exc.detail}; nothing in this batch was "
-                                     "touched and the stage is halted") from None
-        if region != plan.copies.target_region:
-            raise ReconciliationHalt(
-                f"{I13}: copies' store {plan.copies.target} is in {region}, the plan verified "
-                f"them in {plan.copies.target_region}; nothing in this batch was touched")
-        pc.verifier = Verifier(store, target, KeyMap(plan.copies.maps),
-                               plan.copies.verify_content)
-    if len(_CACHE) > 64:
-        _CACHE.clear()
-    _CACHE[key] = pc
-    return pc
-
-
-def recheck_copies(store: Store, plan_id: str, batch: Sequence[ObjectInfo], b: int,
-                   journal: Journal, plan_dir: str, endpoint_url: str | None) -> None:
+def recheck_copies(check: CopyCheck | None, batch: Sequence[ObjectInfo], b: int,
+                   journal: Journal) -> None:
     """Right before batch ``b`` is removed: every object's copy must still be verified,
     as at planning (I11). A copy missing or changed halts the stage (exit 5) with
     nothing of the batch touched. Objects that themselves changed or vanished are left
     to the executor's re-check (skipped, never removed). Plans without copies: no-op."""
-    pc = _plan_copies(store, plan_id, plan_dir, endpoint_url)
-    if pc.verifier is None or not batch:
+    if check is None or not batch:
         return
-    verdicts = pc.verifier.many([(o.key, o.size, o.etag) for o in batch])
+    verdicts = check.verifier.many([(o.key, o.size, o.etag) for o in batch])
     bad = [v for v in verdicts if base_reason(v.reason) in COPY_REASONS]
     journal.write("batch-copies-verified", batch=b, verified=sum(v.ok for v in verdicts),
                   bad=len(bad))
     if bad:
         journal.write("halt", batch=b, copies=[[v.key, v.reason] for v in bad[:1000]],
                       count=len(bad))
-        target = pc.info.target if pc.info else "?"
+        target = check.info.target
         raise ReconciliationHalt(
             f"{I11}: {len(bad)} object(s) of batch {b} no longer have a verified copy in "
             f"{target}, e.g. {bad[0].key!r}: {bad[0].reason}; nothing in this batch was "
@@ -725,6 +693,6 @@ def iter_verdicts(verifier: Verifier, items: Iterable[tuple[str, int, str | None
         yield from verifier.many(buf)
 
 
-__all__ = ["CopyOptions", "CopyPlan", "KeyMap", "Verdict", "Verifier", "check_regions",
-           "describe", "iter_verdicts", "open_target", "parse_allowed", "prepare",
-           "recheck_copies", "verify_candidates"]
+__all__ = ["CopyCheck", "CopyOptions", "CopyPlan", "KeyMap", "Verdict", "Verifier",
+           "check_regions", "describe", "iter_verdicts", "open_copy_check", "open_target",
+           "parse_allowed", "prepare", "recheck_copies", "verify_candidates"]

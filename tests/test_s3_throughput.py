@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
@@ -358,6 +359,7 @@ def test_pipelined_batches_are_reconciled_and_checked_before_touched(
 
     class Bundle:
         plan_id = "ab" * 32
+        plan = SimpleNamespace(copies=None)  # no retirement copies to re-verify
 
         def iter_stage(self, stage: int, size: int) -> Any:
             return iter(batches)
