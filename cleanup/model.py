@@ -404,6 +404,10 @@ class TableInfo:
         return v
 
 
+#: how copies are compared (``plan --checksum``): the first is the default
+CHECKSUM_POLICIES = ("strongest", "listed")
+
+
 @dataclass(frozen=True)
 class CopiesInfo:
     """A plan's copy verification (:mod:`cleanup.retire`): ``mode`` ``retire`` (candidates
@@ -429,9 +433,14 @@ class CopiesInfo:
     blocking_bytes: int
     blocking_reasons: Mapping[str, int]
     blocking_examples: tuple[tuple[str, str], ...]
+    #: ``strongest`` (every checksum both objects state, a HEAD each where a listing only
+    #: names it) or ``listed`` (the strongest both listings state; see cleanup.retire)
+    checksum: str = "strongest"
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "target": self.target, "target_region": self.target_region,
+        extra = {} if self.checksum == "strongest" else {"checksum": self.checksum}
+        return {**extra, "mode": self.mode, "target": self.target,
+                "target_region": self.target_region,
                 "maps": [list(m) for m in self.maps], "verify_content": self.verify_content,
                 "strict": self.strict,
                 "allowed_regions": {k: list(v) for k, v in self.allowed_regions.items()},
@@ -460,7 +469,11 @@ class CopiesInfo:
                   o.whole("verified_bytes"), {k: methods.whole(k) for k in list(methods.d)},
                   o.whole("blocking"), o.whole("blocking_bytes"),
                   {k: reasons.whole(k) for k in list(reasons.d)},
-                  pairs("blocking_examples"))
+                  pairs("blocking_examples"),
+                  o.text("checksum") if "checksum" in o.d else "strongest")
+        if out.checksum not in CHECKSUM_POLICIES:
+            raise UsageError(f"plan.json: copies.checksum must be one of "
+                             f"{', '.join(CHECKSUM_POLICIES)}, got {out.checksum!r}")
         if out.mode not in ("retire", "backup"):
             raise UsageError(f"plan.json: copies.mode must be retire or backup, got "
                              f"{out.mode!r}")

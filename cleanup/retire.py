@@ -170,6 +170,10 @@ class Verifier:
     keymap: KeyMap = field(default_factory=KeyMap)
     verify_content: bool = False
     workers: int = WORKERS
+    #: ``plan --checksum listed``: where both listings state an MD5 (single-part ETags),
+    #: compare it, even if the objects also state a stronger checksum that only a HEAD
+    #: of each would show (rclone check's comparison). Default: the strongest stated.
+    listed: bool = False
 
     def __post_init__(self) -> None:
         self._src = _checksummer(self.source, "source")
@@ -273,8 +277,8 @@ class Verifier:
         # checksum the copies could share: no copy names one above it. Otherwise the
         # source is listed too. (A source rewritten since it was listed is skipped by
         # the executor's re-check, which compares that ETag.)
-        if self.verify_content or any(
-                set(c.more) & _ABOVE_MD5 for c in tgt.values()) or not all(
+        if self.verify_content or (not self.listed and any(
+                set(c.more) & _ABOVE_MD5 for c in tgt.values())) or not all(
                 _is_md5(it[2]) for it in items):
             src = self._listed(src_list, sorted(it[0] for it in items))
         else:
@@ -301,7 +305,7 @@ class Verifier:
                 # but is none, and reading is what --verify-content is for.
                 read[i] = tkey
             else:
-                algo = _strongest(s, t)
+                algo = _common(s, t) if self.listed else _strongest(s, t)
                 if algo is not None and algo in s.sums and algo in t.sums:
                     out[i] = (Verdict(key, size, VERIFIED, algo, tkey)
                               if s.sums[algo] == t.sums[algo]
@@ -418,6 +422,7 @@ class CopyOptions:
     allowed_regions: tuple[str, ...] = ()
     target_region: str | None = None
     workers: int = WORKERS
+    checksum: str = "strongest"  # or "listed" (cleanup.model.CHECKSUM_POLICIES)
 
 
 @dataclass
@@ -476,7 +481,7 @@ class CopyPlan:
             verified_bytes=t.verified_bytes, methods=dict(sorted(t.methods.items())),
             blocking=t.blocking, blocking_bytes=t.blocking_bytes,
             blocking_reasons=dict(sorted(t.reasons.items())),
-            blocking_examples=tuple(sorted(t.examples)))
+            blocking_examples=tuple(sorted(t.examples)), checksum=self.opts.checksum)
 
 
 def prepare(opts: CopyOptions, *, source: Store, source_url: str, source_region: str,
@@ -585,7 +590,7 @@ def verify_candidates(cp: CopyPlan, source: Store, candidates: str, out: str) ->
     import pyarrow.parquet as pq
 
     verifier = Verifier(source, cp.target, cp.keymap, cp.opts.verify_content,
-                        cp.opts.workers)
+                        cp.opts.workers, listed=cp.opts.checksum == "listed")
     schema = pa.schema([("key", pa.string())])
     with pq.ParquetWriter(out, schema) as writer:
         pf = pq.ParquetFile(candidates)
@@ -617,12 +622,17 @@ def strict_refusal(cp: CopyPlan) -> None:
 
 def describe(copies: CopiesInfo, store: str, region: str) -> str:
     """The plan's stores and regions in words (``cleanup show``, the review)."""
+    how = ("copies compared by reading and hashing both objects" if copies.verify_content
+           else "copies compared by the checksums both listings state (single-part MD5 "
+                "ETags), the strongest stated only where listings do not decide"
+           if copies.checksum == "listed"
+           else "copies compared by the strongest checksum both objects state")
     if copies.mode == "retire":
         return (f"deletes from {store} in {region} after verifying copies in "
                 f"{copies.target} in {copies.target_region}; quarantine stays in {store} "
-                f"({region})")
+                f"({region}); {how}")
     return (f"deletes from {store} in {region} only objects with a verified backup copy in "
-            f"{copies.target} in {copies.target_region}")
+            f"{copies.target} in {copies.target_region}; {how}")
 
 
 # ---------------------------------------------------------------- execution
@@ -654,7 +664,8 @@ def open_copy_check(copies: CopiesInfo | None, store: Store,
             f"{I13}: copies' store {copies.target} is in {region}, the plan verified "
             f"them in {copies.target_region}; nothing in this batch was touched")
     return CopyCheck(copies, Verifier(store, target, KeyMap(copies.maps),
-                                      copies.verify_content))
+                                      copies.verify_content,
+                                      listed=copies.checksum == "listed"))
 
 
 def recheck_copies(check: CopyCheck | None, batch: Sequence[ObjectInfo], b: int,

@@ -65,6 +65,7 @@ def copies_summary(plan: Plan) -> dict[str, Any]:
 
     c = plan.copies
     return {"copies": {"mode": c.mode, "text": describe(c, plan.store, plan.region),
+                       "checksum": "content" if c.verify_content else c.checksum,
                        "target": c.target, "target_region": c.target_region,
                        "source_region": plan.region, "verified": c.verified,
                        "verified_bytes": c.verified_bytes, "candidates": plan.manifest.objects,

@@ -6,6 +6,10 @@ is answered with ``503 SlowDown`` without forwarding, and another share has
 its connection dropped after forwarding (the server did the work, the client
 never hears back: the case that makes retries dangerous). Bounded and local:
 it only ever talks to the upstream given, on loopback.
+
+It also serves as a *forward* proxy (``HTTP_PROXY``): a request whose target is an
+absolute URL of the upstream is forwarded the same way; any other host is refused.
+``stats.methods`` counts what it forwarded by method.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import http.client
 import random
 import socket
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +34,7 @@ class FaultStats:
     forwarded: int = 0
     slowdowns: int = 0
     dropped: int = 0
+    methods: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -55,6 +61,13 @@ def fault_proxy(upstream: str, *, slowdown: float = 0.2, drop: float = 0.05,
             pass
 
         def _handle(self) -> None:
+            path = self.path
+            if path.startswith("http://"):  # forward-proxy form: only to the upstream
+                target = urlsplit(path)
+                if target.netloc != up.netloc:
+                    self.send_error(403, "this proxy only forwards to its upstream")
+                    return
+                path = target.path + (f"?{target.query}" if target.query else "")
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             with stats.lock:
@@ -72,12 +85,13 @@ def fault_proxy(upstream: str, *, slowdown: float = 0.2, drop: float = 0.05,
             conn = http.client.HTTPConnection(up.hostname or "127.0.0.1", up.port, timeout=60)
             headers = {k: v for k, v in self.headers.items()
                        if k.lower() not in ("connection", "proxy-connection")}
-            conn.request(self.command, self.path, body=body, headers=headers)
+            conn.request(self.command, path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
             conn.close()
             with stats.lock:
                 stats.forwarded += 1
+                stats.methods[self.command] += 1
             if faulty and roll < slowdown + drop:
                 with stats.lock:
                     stats.dropped += 1

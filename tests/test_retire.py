@@ -176,6 +176,10 @@ def test_cli_refusals_are_one_line(world: Retire) -> None:
                                      str(world.dst)]), 2, "exclude each other")
     assert_one_line_error(world.cli([*base, "--retire-to", str(world.dst), "--strict"]), 2,
                           "--strict is for --require-copy-in")
+    assert_one_line_error(world.cli([*base, "--snapshot", "x", "--checksum", "listed"]), 2,
+                          "--checksum listed needs --retire-to")
+    assert_one_line_error(world.cli([*base, "--retire-to", str(world.dst), "--checksum",
+                                     "listed", "--verify-content"]), 2, "exclude each other")
     assert_one_line_error(world.cli([*base, "--retire-to", str(world.dst), "--map", "nosep"]),
                           2, "SRC-PREFIX=DST-PREFIX")
 
@@ -235,5 +239,16 @@ def test_plan_json_copies_round_trip_and_strict_reader(world: Retire) -> None:
     doc["copies"]["mode"] = "yolo"
     with pytest.raises(UsageError, match="copies.mode"):
         Plan.from_json(doc)
+    doc = json.loads(raw)
+    assert "checksum" not in doc["copies"]  # the default is not written (ids unchanged)
+    doc["copies"]["checksum"] = "listed"
+    listed = Plan.from_json(doc)
+    assert listed.copies is not None
+    assert listed.copies.checksum == "listed"
+    assert json.loads(listed.to_bytes())["copies"]["checksum"] == "listed"
+    doc["copies"]["checksum"] = "weakest"
+    with pytest.raises(UsageError, match="copies.checksum"):
+        Plan.from_json(doc)
+    doc = json.loads(raw)
     del doc["copies"]
     assert Plan.from_json(doc).copies is None

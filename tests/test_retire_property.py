@@ -94,14 +94,17 @@ def worlds(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], KeyMap, boo
     return src, dst, keymap, draw(st.booleans())
 
 
-@settings(max_examples=300, deadline=None)
-@given(worlds(), st.booleans())
+@settings(max_examples=400, deadline=None)
+@given(worlds(), st.booleans(), st.booleans())
 def test_no_object_without_a_verified_copy_is_verified(
-        world: tuple[dict[str, Any], dict[str, Any], KeyMap, bool], listed: bool) -> None:
+        world: tuple[dict[str, Any], dict[str, Any], KeyMap, bool], listed: bool,
+        policy_listed: bool) -> None:
+    """Whatever the stores state and list, and under either ``--checksum`` policy
+    (``policy_listed``: MD5 from listings wherever both sides list one)."""
     src, dst, keymap, content = world
     kind = FakeListedStore if listed else FakeStore
     v = Verifier(cast(Any, kind("s3://src/", src)), cast(Any, kind("s3://dst/", dst)),
-                 keymap, verify_content=content, workers=1)
+                 keymap, verify_content=content, workers=1, listed=policy_listed)
     keys = list(src)
     verdicts = v.many([(k, len(src[k][0]), hashlib.md5(src[k][0]).hexdigest())  # noqa: S324
                        for k in keys])

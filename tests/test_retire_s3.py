@@ -192,3 +192,29 @@ def test_require_copy_in_on_s3(moto_server: S3Server, tmp_path: Path, keys_dir: 
     out = json.loads(ok(r).out)["copies"]
     assert set(w.manifest()) == {f"internal/orphan{i}.bin" for i in range(1, 4)}
     assert (out["verified"], out["blocking"]) == (3, 1)
+
+
+def test_checksum_listed_compares_md5_etags_from_listings(moto_server: S3Server,
+                                                          tmp_path: Path,
+                                                          keys_dir: Path) -> None:
+    """``--checksum listed``: pairs that both state SHA256 are compared by the MD5 ETags
+    their listings state (no HEAD); a one-byte difference still blocks; the policy is
+    signed with the plan, shown, and re-applied by execution's per-batch re-check."""
+    w = S3Retire(moto_server, tmp_path, keys_dir)
+    keys = [f"internal/k{i}.bin" for i in range(4)]
+    for i, k in enumerate(keys):
+        w.put(k, _body(i), copy=_body(i))
+    w.put("internal/sum.bin", _body(11), copy=b"#" + _body(11)[1:])
+    out = json.loads(ok(w.plan("--checksum", "listed")).out)["copies"]
+    assert set(w.manifest()) == set(keys)
+    assert out["methods"] == {"md5": 4}
+    assert out["blocking_examples"] == [["internal/sum.bin", "checksum differs (md5)"]]
+    assert w.read_plan()["copies"]["checksum"] == "listed"
+    shown = " ".join(ok(w.cli(["show", w.plan_dir.as_posix()])).out.split())
+    assert "copies compared by the checksums both listings state" in shown
+    w.dst_c.put_object(Bucket=w.dst_bucket, Key=keys[1], Body=b"?" * len(_body(1)),
+                       ChecksumAlgorithm="SHA256")
+    r = w.run_stage0()
+    assert_one_line_error(r, 5, "I11 recoverable", keys[1])
+    assert w.source_keys() == {*keys, "internal/sum.bin"}  # nothing of the batch touched
+

@@ -122,6 +122,13 @@ from cleanup.errors import UsageError
               help="Read and sha256 both objects of every pair (streamed, parallel) instead "
                    "of trusting stored checksums alone; needed where the two stores state "
                    "no common checksum.")
+@click.option("--checksum", "checksum", type=click.Choice(["strongest", "listed"]),
+              default="strongest", show_default=True,
+              help="How copies are compared. strongest: the strongest checksum both objects "
+                   "state (an S3 SHA256 or CRC takes a HEAD of each object). listed: the "
+                   "strongest checksum both listings state -- a single-part MD5 ETag, as "
+                   "`rclone check` compares -- with a HEAD only where the listings do not "
+                   "decide (multipart). Recorded in the signed plan and re-applied per batch.")
 @click.option("--strict", is_flag=True,
               help="With --require-copy-in: refuse the plan if any candidate lacks a copy.")
 @click.option("--allowed-regions", "allowed_regions", multiple=True,
@@ -147,8 +154,9 @@ def plan(store: str, inventory_path: str, snapshot_path: str | None, out: str,
          key: str, foreign_refs_ok: tuple[str, ...], accept_near_misses: bool,
          reconcile_with: str | None, reconcile_query: str | None, trust_root: str | None,
          retire_to: str | None, require_copy_in: str | None, maps: tuple[str, ...],
-         verify_content: bool, strict: bool, allowed_regions: tuple[str, ...],
-         target_region: str | None, verify_workers: int, output: Output) -> None:
+         verify_content: bool, checksum: str, strict: bool,
+         allowed_regions: tuple[str, ...], target_region: str | None, verify_workers: int,
+         output: Output) -> None:
     """Compute the deletion set and write a signed, content-addressed plan.
 
     Candidates are inventory objects that no snapshot reference names and whose
@@ -162,7 +170,7 @@ def plan(store: str, inventory_path: str, snapshot_path: str | None, out: str,
 
     check_output(out.rstrip("/") or out)
     copies = _copy_options(snapshot_path, retire_to, require_copy_in, maps, verify_content,
-                           strict, allowed_regions, target_region, verify_workers)
+                           strict, allowed_regions, target_region, verify_workers, checksum)
     values: dict[str, Any] = {}
     overrides = []
     defaults = Policy()
@@ -228,7 +236,7 @@ def plan(store: str, inventory_path: str, snapshot_path: str | None, out: str,
 def _copy_options(snapshot: str | None, retire_to: str | None, require_copy_in: str | None,
                   maps: tuple[str, ...], verify_content: bool, strict: bool,
                   allowed_regions: tuple[str, ...], target_region: str | None,
-                  workers: int) -> Any:
+                  workers: int, checksum: str = "strongest") -> Any:
     """The CopyOptions of --retire-to / --require-copy-in, or None; refuses options that
     need one of them."""
     from cleanup.retire import CopyOptions
@@ -242,18 +250,22 @@ def _copy_options(snapshot: str | None, retire_to: str | None, require_copy_in: 
     if target is None:
         given = [n for n, v in (("--map", maps), ("--verify-content", verify_content),
                                 ("--strict", strict), ("--target-region", target_region),
-                                ("--allowed-regions", allowed_regions))
+                                ("--allowed-regions", allowed_regions),
+                                ("--checksum listed", checksum == "listed"))
                  if v]
         if given:
             raise UsageError(f"{given[0]} needs --retire-to or --require-copy-in")
         return None
+    if checksum == "listed" and verify_content:
+        raise UsageError("--checksum listed and --verify-content exclude each other "
+                         "(--verify-content reads every byte)")
     if strict and retire_to:
         raise UsageError("--strict is for --require-copy-in (a retirement never removes an "
                          "object without a verified copy)")
     return CopyOptions("retire" if retire_to else "backup", target, maps=maps,
                        verify_content=verify_content, strict=strict,
                        allowed_regions=allowed_regions, target_region=target_region,
-                       workers=workers)
+                       workers=workers, checksum=checksum)
 
 
 @click.command()

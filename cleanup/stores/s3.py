@@ -7,10 +7,11 @@ seconds: precision 1 s (I2). ETags are stored without their quotes.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ from cleanup.stores.base import Checksums, ClockProbe, ObjectInfo, quarantine_ke
 if TYPE_CHECKING:
     import pyarrow as pa
     from mypy_boto3_s3 import S3Client
+
+    from cleanup.stores.s3_lean import LeanS3
 
 
 #: concurrent single-object calls (CopyObject) of one store; boto3's connection pool is
@@ -104,6 +107,20 @@ class S3Store:
     def __init__(self, ref: StoreRef, client: S3Client) -> None:
         self.ref = ref
         self.client = client
+        self._lean: LeanS3 | None = None
+        self._lean_lock = threading.Lock()
+
+    @property
+    def lean(self) -> LeanS3:
+        """The per-object request path (:mod:`cleanup.stores.s3_lean`), on this client's
+        endpoint, region and credentials; made on first use."""
+        if self._lean is None:
+            from cleanup.stores.s3_lean import LeanS3
+
+            with self._lean_lock:
+                if self._lean is None:
+                    self._lean = LeanS3(self.client, self.ref.bucket, what=self.ref.url)
+        return self._lean
 
     @property
     def precision(self) -> timedelta:
@@ -278,18 +295,14 @@ class S3Store:
                    Key=self._full(key))
 
     def _head(self, key: str) -> ObjectInfo | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            h = self.client.head_object(Bucket=self.ref.bucket, Key=self._full(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise StoreError(f"{self.ref.url}: HeadObject {key} failed "
-                             f"({s3_error_message(exc)})") from None
-        return ObjectInfo(key=key, size=int(h["ContentLength"]),
-                          last_modified=h["LastModified"].astimezone(UTC),
-                          etag=strip_etag(h.get("ETag")), version_id=h.get("VersionId"))
+        h = self.lean.head(self._full(key))
+        if h.status == 404:
+            return None
+        if not h.ok:
+            raise StoreError(f"{self.ref.url}: HeadObject {key} failed ({h.message})")
+        return ObjectInfo(key=key, size=int(h.header("content-length")),
+                          last_modified=h.time(), etag=strip_etag(h.headers.get("etag")),
+                          version_id=h.headers.get("x-amz-version-id"))
 
     def current(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
         """List the batch's key range (a page per 1000 keys) instead of a HEAD per key;
@@ -373,23 +386,16 @@ class S3Store:
         """Copy mode: CopyObject (only if the source still has the planned ETag), then
         DeleteObjects of the copied keys. A crash between the two leaves both copies;
         the resumed batch copies again (idempotent) and deletes."""
-        from botocore.exceptions import ClientError
-
         def copy(o: ObjectInfo) -> str | None:
-            try:
-                self.client.copy_object(
-                    Bucket=self.ref.bucket, Key=self._full(quarantine_key(plan_id, o.key)),
-                    CopySource={"Bucket": self.ref.bucket, "Key": self._full(o.key)},
-                    CopySourceIfMatch=f'"{o.etag}"' if o.etag else "*",
-                    MetadataDirective="COPY")
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in ("PreconditionFailed", "412"):
-                    return "changed"
-                if code in ("NoSuchKey", "404"):
-                    return "missing"
-                return f"copy failed: {s3_error_message(exc)}"
-            return None
+            r = self.lean.copy(self._full(quarantine_key(plan_id, o.key)), self._full(o.key),
+                               {"x-amz-copy-source-if-match": f'"{o.etag}"' if o.etag else "*"})
+            if r.ok:
+                return None
+            if r.code in ("PreconditionFailed", "412"):
+                return "changed"
+            if r.code in ("NoSuchKey", "404"):
+                return "missing"
+            return f"copy failed: {r.message}"
 
         # Copies are independent single-object calls: run them concurrently. Only the
         # keys whose copy succeeded are deleted, in one DeleteObjects call.
@@ -426,11 +432,15 @@ class S3Store:
         per 1,000 keys one listing of the keys and one of their quarantine copies instead
         of two HEADs per key, the copies concurrent (``If-None-Match: *`` where the
         server honours it, as :meth:`restore`), then one DeleteObjects of the restored
-        copies (conditional on their etag)."""
+        copies (conditional on their etag). Pipelined: the listings of the next 1,000
+        keys and the DeleteObjects of the previous 1,000 run while the copies of these
+        run (the chunks' keys are disjoint, so no step of one chunk sees another's)."""
         out: dict[str, str] = {}
         failed: list[str] = []
-        for i in range(0, len(keys), 1000):
-            chunk = sorted(set(keys[i:i + 1000]))
+        ordered = sorted(set(keys))
+        chunks = [ordered[i:i + 1000] for i in range(0, len(ordered), 1000)]
+
+        def look(chunk: list[str]) -> tuple[list[str], dict[str, str], dict[str, ObjectInfo]]:
             qkeys = {k: quarantine_key(plan_id, k) for k in chunk}
             copies = self.current(list(qkeys.values()))
             live = self.current(chunk)
@@ -442,19 +452,34 @@ class S3Store:
                     out[k] = "exists"
                 else:
                     todo.append(k)
-            with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
-                results = list(pool.map(self._restore_copy, [qkeys[k] for k in todo], todo))
-            restored: list[tuple[str, str | None]] = []
-            for k, res in zip(todo, results, strict=True):
-                if res in ("restored", "exists", "not-quarantined"):
-                    out[k] = res
-                    if res == "restored":
-                        restored.append((qkeys[k], copies[qkeys[k]].etag))
-                else:
-                    failed.append(f"{k}: {res}")
-            for q, err in self._delete_batch(restored).items():
+            return todo, qkeys, copies
+
+        def removed(done: Future[dict[str, str | None]] | None) -> None:
+            for q, err in (done.result() if done is not None else {}).items():
                 if err is not None:
                     failed.append(f"{q}: removing the quarantine copy failed ({err})")
+
+        with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool, \
+                ThreadPoolExecutor(max_workers=2) as side:
+            ahead = side.submit(look, chunks[0]) if chunks else None
+            deleting: Future[dict[str, str | None]] | None = None
+            i = 0
+            while ahead is not None:
+                todo, qkeys, copies = ahead.result()
+                i += 1
+                ahead = side.submit(look, chunks[i]) if i < len(chunks) else None
+                results = list(pool.map(self._restore_copy, [qkeys[k] for k in todo], todo))
+                restored: list[tuple[str, str | None]] = []
+                for k, res in zip(todo, results, strict=True):
+                    if res in ("restored", "exists", "not-quarantined"):
+                        out[k] = res
+                        if res == "restored":
+                            restored.append((qkeys[k], copies[qkeys[k]].etag))
+                    else:
+                        failed.append(f"{k}: {res}")
+                removed(deleting)
+                deleting = side.submit(self._delete_batch, restored)
+            removed(deleting)
         if failed:
             raise StoreError(f"{self.ref.url}: restore failed for {len(failed)} key(s), "
                              f"e.g. {failed[0]}",
@@ -465,20 +490,14 @@ class S3Store:
         """Copy the quarantine copy ``q`` back to ``key`` unless an object is there
         (``If-None-Match: *``: where the server honours it, the copy cannot overwrite an
         object written since it was looked at)."""
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.copy_object(Bucket=self.ref.bucket, Key=self._full(key),
-                                    CopySource={"Bucket": self.ref.bucket, "Key": self._full(q)},
-                                    MetadataDirective="COPY", IfNoneMatch="*")
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "412"):
-                return "exists"
-            if code in ("NoSuchKey", "404"):
-                return "not-quarantined"
-            return f"copy failed: {s3_error_message(exc)}"
-        return "restored"
+        r = self.lean.copy(self._full(key), self._full(q), {"if-none-match": "*"})
+        if r.ok:
+            return "restored"
+        if r.code in ("PreconditionFailed", "412"):
+            return "exists"
+        if r.code in ("NoSuchKey", "404"):
+            return "not-quarantined"
+        return f"copy failed: {r.message}"
 
     def purge(self, plan_id: str, keys: Sequence[str]) -> int:
         chunks = [[(quarantine_key(plan_id, k), None) for k in keys[i:i + 1000]]
@@ -558,22 +577,18 @@ class S3Store:
         SSE-C (a multipart ETag ``...-N`` is an MD5 of part MD5s, never of the content)."""
         import base64
 
-        from botocore.exceptions import ClientError
-
-        try:
-            h = self.client.head_object(Bucket=self.ref.bucket, Key=self._full(key),
-                                        ChecksumMode="ENABLED")
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise StoreError(f"{self.ref.url}: HeadObject {key} failed "
-                             f"({s3_error_message(exc)})") from None
-        etag = strip_etag(h.get("ETag"))
+        reply = self.lean.head(self._full(key), {"x-amz-checksum-mode": "ENABLED"})
+        if reply.status == 404:
+            return None
+        if not reply.ok:
+            raise StoreError(f"{self.ref.url}: HeadObject {key} failed ({reply.message})")
+        h = reply.headers
+        etag = strip_etag(h.get("etag"))
         multipart = etag is not None and "-" in etag
-        ctype = str(h.get("ChecksumType") or "")
+        ctype = str(h.get("x-amz-checksum-type") or "")
         sums: dict[str, str] = {}
         for algo in ("SHA256", "SHA1", "CRC64NVME", "CRC32C", "CRC32"):
-            value = h.get(f"Checksum{algo}")
+            value = h.get(f"x-amz-checksum-{algo.lower()}")
             if not value or "-" in str(value):
                 continue  # absent, or composite (``...-N``)
             # A multipart upload's checksum is of the whole content only when the store
@@ -586,34 +601,22 @@ class S3Store:
                 sums[algo.lower()] = base64.b64decode(str(value), validate=True).hex()
             except ValueError:
                 continue
-        sse = h.get("ServerSideEncryption")
+        sse = h.get("x-amz-server-side-encryption")
         if (etag and not multipart and len(etag) == 32 and sse in (None, "AES256")
-                and not h.get("SSECustomerAlgorithm")
+                and not h.get("x-amz-server-side-encryption-customer-algorithm")
                 and all(c in "0123456789abcdef" for c in etag.lower())):
             sums["md5"] = etag.lower()
-        return Checksums(key=key, size=int(h["ContentLength"]), sums=sums, etag=etag,
-                         last_modified=h["LastModified"].astimezone(UTC))
+        return Checksums(key=key, size=int(reply.header("content-length")), sums=sums, etag=etag,
+                         last_modified=reply.time())
 
     def read_chunks(self, key: str, chunk_size: int) -> Iterator[bytes] | None:
         """GetObject, streamed in chunks (bounded memory); None if the key is absent."""
-        from botocore.exceptions import ClientError
-
-        try:
-            obj = self.client.get_object(Bucket=self.ref.bucket, Key=self._full(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404"):
-                return None
-            raise StoreError(f"{self.ref.url}: GetObject {key} failed "
-                             f"({s3_error_message(exc)})") from None
-        body = obj["Body"]
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from body.iter_chunks(chunk_size)
-            finally:
-                body.close()
-
-        return chunks()
+        reply, chunks = self.lean.get_stream(self._full(key), chunk_size)
+        if reply.status == 404 and reply.code in ("NoSuchKey", "404"):
+            return None
+        if chunks is None:
+            raise StoreError(f"{self.ref.url}: GetObject {key} failed ({reply.message})")
+        return chunks
 
     def list_checksums(self, keys: Sequence[str]) -> dict[str, Checksums] | None:
         """The keys' sizes, single-part MD5 ETags and the names of their additional
