@@ -158,3 +158,18 @@ def test_a_missing_bucket_is_not_a_missing_key(moto_server: S3Server,
     store = _store(moto_server, "missing-bucket-x", monkeypatch)
     with pytest.raises(StoreError, match="GetObject k.bin failed.*NoSuchBucket"):
         store.read_chunks("k.bin", 4)
+
+
+def test_a_bucket_in_another_region_names_the_region(moto_server: S3Server,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 answers a request signed for the wrong region with 301/400 and the bucket's
+    region in ``x-amz-bucket-region``: a usage error naming the --region to pass (boto3
+    would follow it; the lean path does not guess)."""
+    from cleanup.stores.s3_lean import Reply
+
+    store = _store(moto_server, moto_server.bucket(), monkeypatch)
+    for status in (301, 400):
+        with pytest.raises(UsageError, match="bucket is in region ap-south-1"):
+            store.lean._judge("HEAD", "k", Reply(status, {"x-amz-bucket-region": "ap-south-1"}))
+    same = Reply(400, {"x-amz-bucket-region": "us-east-1"})
+    assert store.lean._judge("HEAD", "k", same) is same

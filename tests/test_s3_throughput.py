@@ -87,7 +87,7 @@ def test_page_parser_reads_exactly_what_the_xml_parser_reads(
         spaced: bool, token: str | None) -> None:
     """Property: the regular-expression path and the XML parser agree on every generated
     page (XML entities, URL encoding, checksum fields, whitespace), and both give back the
-    keys, sizes, etags and folders that were written."""
+    keys, sizes, etags, checksum algorithms and folders that were written."""
     if not url:  # control characters cannot be in XML 1.0: S3 lists them URL-encoded
         entries = [(k, n) for k, n in entries if k.isprintable()]
         folders = [f for f in folders if f.isprintable()]
@@ -98,6 +98,7 @@ def test_page_parser_reads_exactly_what_the_xml_parser_reads(
     assert fast.keys == [k for k, _ in entries]
     assert fast.sizes == [str(s) for _, s in entries]
     assert fast.etags == [f"e{s}" for _, s in entries]
+    assert fast.algos == [("crc32",) if checksum else () for _ in entries]
     assert fast.prefixes == folders
     assert fast.truncated == (token is not None)
     assert fast.token == token

@@ -624,32 +624,28 @@ class S3Store:
         the range holds many more objects than ``keys``. Read-only."""
         if not keys:
             return {}
+        from cleanup.stores.s3_fastlist import listing_time, pages
+
         ordered = sorted(keys)
         want, found = set(ordered), {}
         lcp = os.path.commonprefix(ordered)
-        kwargs: dict[str, Any] = {"Bucket": self.ref.bucket, "Prefix": self.ref.prefix + lcp,
-                                  "MaxKeys": 1000}
-        if len(ordered[0]) > len(lcp):
-            kwargs["StartAfter"] = self.ref.prefix + ordered[0][:-1]
+        after = self.ref.prefix + ordered[0][:-1] if len(ordered[0]) > len(lcp) else None
         scanned, budget, plen = 0, 3 * len(ordered) + 2000, len(self.ref.prefix)
-        while True:
-            page = self._call("ListObjectsV2", self.client.list_objects_v2, **kwargs)
-            contents = page.get("Contents", [])
+        for page in pages(self, self.ref.prefix + lcp, start_after=after):
             last = ""
-            for obj in contents:
-                k = last = obj["Key"][plen:]
+            for i, full in enumerate(page.keys):
+                k = last = full[plen:]
                 if k not in want:
                     continue
-                etag = strip_etag(obj.get("ETag"))
+                etag = page.etags[i]
                 md5 = ({"md5": etag.lower()} if etag and len(etag) == 32
                        and all(c in "0123456789abcdef" for c in etag.lower()) else {})
-                found[k] = Checksums(key=k, size=int(obj["Size"]), sums=md5, etag=etag,
-                                     last_modified=obj["LastModified"].astimezone(UTC),
-                                     more=tuple(str(a).lower()
-                                                for a in obj.get("ChecksumAlgorithm", [])))
-            scanned += len(contents)
-            if not page.get("IsTruncated") or last >= ordered[-1]:
+                found[k] = Checksums(key=k, size=int(page.sizes[i]), sums=md5, etag=etag,
+                                     last_modified=listing_time(page.times[i]),
+                                     more=page.algos[i])
+            scanned += len(page.keys)
+            if last >= ordered[-1]:
                 return found
             if scanned > budget:
                 return None
-            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        return found

@@ -125,6 +125,9 @@ class Page:
     sizes: list[str] = field(default_factory=list)
     times: list[str] = field(default_factory=list)
     etags: list[str | None] = field(default_factory=list)
+    #: the additional checksum algorithms each object names (lower case; values need a
+    #: HEAD), ``()`` for none
+    algos: list[tuple[str, ...]] = field(default_factory=list)
     prefixes: list[str] = field(default_factory=list)
     truncated: bool = False
     token: str | None = None
@@ -134,7 +137,8 @@ class Page:
 #: checksum fields, Size. A page where any entry differs is parsed by the XML parser.
 _OBJECT = re.compile(
     r"<Contents>\s*<Key>([^<]*)</Key>\s*<LastModified>([^<]*)</LastModified>\s*"
-    r"<ETag>([^<]*)</ETag>(?:\s*<(Checksum\w*)>[^<]*</\4>)*\s*<Size>([^<]*)</Size>")
+    r"<ETag>([^<]*)</ETag>((?:\s*<(Checksum\w*)>[^<]*</\5>)*)\s*<Size>([^<]*)</Size>")
+_ALGO = re.compile(r"<ChecksumAlgorithm>([^<]*)</ChecksumAlgorithm>")
 _FOLDER = re.compile(r"<CommonPrefixes>\s*<Prefix>([^<]*)</Prefix>\s*</CommonPrefixes>")
 _TOP = {name: re.compile(f"<{name}>([^<]*)</{name}>")
         for name in ("IsTruncated", "NextContinuationToken", "EncodingType")}
@@ -157,13 +161,15 @@ def parse_page(body: bytes) -> Page:
         return _parse_tree(body)
     page = Page()
     amp = "&" in text
-    for key, lm, etag, _checksum, size in found:
+    for key, lm, etag, checksums, _last, size in found:
         if amp:
             key, lm, etag, size = (html.unescape(v) for v in (key, lm, etag, size))
         page.keys.append(key)
         page.times.append(lm)
         page.sizes.append(size)
         page.etags.append(etag.strip('"'))
+        page.algos.append(tuple(a.strip().lower() for a in _ALGO.findall(checksums))
+                          if checksums else ())
     page.prefixes = [html.unescape(p) if amp else p for p in folders]
     top = {name: m.group(1) if (m := rx.search(text)) else None for name, rx in _TOP.items()}
     page.truncated = (top["IsTruncated"] or "").strip().lower() == "true"
@@ -196,6 +202,7 @@ def _parse_tree(body: bytes) -> Page:
         t = el.tag[n:]
         if t == "Contents":
             key = size = lm = etag = None
+            algos: list[str] = []
             for c in el:
                 ct = c.tag[n:]
                 if ct == "Key":
@@ -206,6 +213,8 @@ def _parse_tree(body: bytes) -> Page:
                     lm = c.text
                 elif ct == "ETag":
                     etag = c.text
+                elif ct == "ChecksumAlgorithm":
+                    algos.append((c.text or "").strip().lower())
             if key is None or size is None or lm is None:
                 raise ValueError("ListObjectsV2 returned an object without Key, Size or "
                                  "LastModified")
@@ -213,6 +222,7 @@ def _parse_tree(body: bytes) -> Page:
             page.sizes.append(size)
             page.times.append(lm)
             page.etags.append(etag.strip('"') if etag else etag)
+            page.algos.append(tuple(algos))
         elif t == "CommonPrefixes":
             page.prefixes += [c.text or "" for c in el if c.tag[n:] == "Prefix"]
         elif t == "IsTruncated":
@@ -269,6 +279,7 @@ def _from_dict(resp: dict[str, Any]) -> Page:
         page.times.append(o["LastModified"].isoformat())
         etag = o.get("ETag")
         page.etags.append(etag.strip('"') if etag else etag)
+        page.algos.append(tuple(str(a).lower() for a in o.get("ChecksumAlgorithm", [])))
     page.prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", [])]
     return page
 

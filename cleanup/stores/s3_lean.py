@@ -45,7 +45,7 @@ MAX_ATTEMPTS = 10
 BASE, CAP = 0.05, 5.0
 _RETRY_STATUS = frozenset({500, 502, 503, 504})
 _RETRY_CODES = frozenset({"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
-                          "ThrottlingException", "RequestTimeTooSkewed"})
+                          "ThrottlingException"})
 _CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 _PROBE_KEY = "cleanup-lean-endpoint-probe"
@@ -173,9 +173,9 @@ class LeanS3:
         resp = self._send("GET", key, {}, stream=True)
         raw = resp.raw
         if not 200 <= resp.status_code < 300:
-            body = resp.content
+            reply = Reply(resp.status_code, resp.headers, resp.content or b"")
             raw.release_conn()
-            return Reply(resp.status_code, resp.headers, body), None
+            return self._judge("GET", key, reply), None
 
         def chunks() -> Iterator[bytes]:
             try:
@@ -189,7 +189,12 @@ class LeanS3:
         """One request with retries; the reply of the last attempt. An access denial is
         a usage error (exit 2), as on boto3's path."""
         resp = self._send(method, key, headers or {}, stream=False)
-        reply = Reply(resp.status_code, resp.headers, resp.content or b"")
+        return self._judge(method, key, Reply(resp.status_code, resp.headers,
+                                              resp.content or b""))
+
+    def _judge(self, method: str, key: str, reply: Reply) -> Reply:
+        """Denials and a bucket in another region are usage errors; the rest is the
+        caller's to read."""
         if reply.status == 403 or reply.code in ("AccessDenied", "InvalidAccessKeyId",
                                                  "SignatureDoesNotMatch"):
             raise UsageError(f"{self.what}: {method} {key} was denied ({reply.message})",
