@@ -125,7 +125,7 @@ from cleanup.errors import UsageError
 @click.option("--checksum", "checksum", type=click.Choice(["strongest", "listed"]),
               default="strongest", show_default=True,
               help="How copies are compared. strongest: the strongest checksum both objects "
-                   "state (an S3 SHA256 or CRC takes a HEAD of each object). listed: the "
+                   "state (an S3 SHA256 or SHA1 takes a HEAD of each object). listed: the "
                    "strongest checksum both listings state -- a single-part MD5 ETag, as "
                    "`rclone check` compares -- with a HEAD only where the listings do not "
                    "decide (multipart). Recorded in the signed plan and re-applied per batch.")
