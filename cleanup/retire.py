@@ -43,6 +43,7 @@ from cleanup.stores.base import (
     ChecksumStore,
     ListedChecksumStore,
     capability,
+    etag_md5,
 )
 
 if TYPE_CHECKING:
@@ -134,8 +135,7 @@ _EPOCH = datetime_cls(1970, 1, 1, tzinfo=UTC)
 
 def _is_md5(etag: str | None) -> bool:
     """A single-part S3 ETag: 32 hex digits (a multipart one ends ``-N``)."""
-    return etag is not None and len(etag) == 32 and all(
-        c in "0123456789abcdef" for c in etag.lower())
+    return etag_md5(etag) is not None
 
 
 def _strongest(a: Checksums, b: Checksums) -> str | None:
@@ -622,11 +622,13 @@ def strict_refusal(cp: CopyPlan) -> None:
 
 def describe(copies: CopiesInfo, store: str, region: str) -> str:
     """The plan's stores and regions in words (``cleanup show``, the review)."""
-    how = ("copies compared by reading and hashing both objects" if copies.verify_content
-           else "copies compared by the checksums both listings state (single-part MD5 "
-                "ETags), the strongest stated only where listings do not decide"
-           if copies.checksum == "listed"
-           else "copies compared by the strongest checksum both objects state")
+    if copies.verify_content:
+        how = "copies compared by reading and hashing both objects"
+    elif copies.checksum == "listed":
+        how = ("copies compared by the checksums both listings state (single-part MD5 "
+               "ETags), the strongest stated only where listings do not decide")
+    else:
+        how = "copies compared by the strongest checksum both objects state"
     if copies.mode == "retire":
         return (f"deletes from {store} in {region} after verifying copies in "
                 f"{copies.target} in {copies.target_region}; quarantine stays in {store} "

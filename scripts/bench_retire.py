@@ -141,48 +141,47 @@ def _bench(server: Any, algo: str, args: argparse.Namespace) -> list[dict[str, o
     """Both buckets filled with ``algo`` checksums (CRC32: MD5 ETags are the strongest
     both sides have, compared from listings; SHA256: compared by HeadObject)."""
     rows: list[dict[str, object]] = []
-    if True:
-        regional = server.name == "moto"  # rclone serve s3 has one region
-        src = server.bucket("eu-west-1" if regional else None)
-        dst = server.bucket("eu-central-1" if regional else None)
-        _fill(server, src, dst, args.objects, args.size, algo)
-        env = {**os.environ, **server.env(), "RCLONE_CONFIG": "/dev/null"}
-        remote = (f":s3,provider=Other,endpoint='{server.endpoint_url}',"
-                  f"access_key_id={server.access_key},secret_access_key={server.secret_key}:")
-        me = [sys.executable, __file__, "--workers", str(args.workers), "--worker",
-              f"s3://{src}/data/", f"s3://{dst}/data/"]
-        # What `cleanup plan --retire-to` verifies from: the source's inventory (made
-        # beforehand, not timed).
-        inv = Path(tempfile.mkdtemp(prefix="bench-retire-")) / "inv.parquet"
-        subprocess.run([str(BIN / "cleanup"), "inventory", f"s3://{src}/data/", "-o", str(inv)],
-                       env=env, check=True, capture_output=True)
-        rclone = [str(BIN / "rclone"), "check", f"{remote}{src}/data/", f"{remote}{dst}/data/",
-                  "--checkers", str(args.workers)]
-        tools = {"cleanup verify, lists source": me,
-                 "cleanup verify, from inventory": [*me, "--inventory", str(inv)],
-                 "cleanup verify --checksum listed": [*me, "--listed", "--inventory",
-                                                      str(inv)],
-                 "cleanup verify --verify-content": [*me, "--content", "--inventory", str(inv)],
-                 "rclone check": rclone,
-                 "rclone check --download": [*rclone, "--download"]}
-        total = args.objects * args.size
-        for name, cmd in tools.items():
-            walls = []
-            for _ in range(args.repeat):
-                wall, out = _run(cmd, env)
-                if name.startswith("cleanup"):
-                    doc = json.loads(out.strip().splitlines()[-1])
-                    if doc["verified"] != args.objects:
-                        raise SystemExit(f"{name}: {doc}")
-                elif f"{args.objects} matching files" not in out:
-                    raise SystemExit(f"{name}: {out[-500:]}")
-                walls.append(wall)
-            w = statistics.median(walls)
-            rows.append({"server": server.name, "checksums": algo, "tool": name,
-                         "objects": args.objects,
-                         "object_size": args.size, "wall_s": round(w, 3),
-                         "objects_per_s": round(args.objects / w),
-                         "mb_per_s": round(total / w / 1e6, 1)})
+    regional = server.name == "moto"  # rclone serve s3 has one region
+    src = server.bucket("eu-west-1" if regional else None)
+    dst = server.bucket("eu-central-1" if regional else None)
+    _fill(server, src, dst, args.objects, args.size, algo)
+    env = {**os.environ, **server.env(), "RCLONE_CONFIG": "/dev/null"}
+    remote = (f":s3,provider=Other,endpoint='{server.endpoint_url}',"
+              f"access_key_id={server.access_key},secret_access_key={server.secret_key}:")
+    me = [sys.executable, __file__, "--workers", str(args.workers), "--worker",
+          f"s3://{src}/data/", f"s3://{dst}/data/"]
+    # What `cleanup plan --retire-to` verifies from: the source's inventory (made
+    # beforehand, not timed).
+    inv = Path(tempfile.mkdtemp(prefix="bench-retire-")) / "inv.parquet"
+    subprocess.run([str(BIN / "cleanup"), "inventory", f"s3://{src}/data/", "-o", str(inv)],
+                   env=env, check=True, capture_output=True)
+    rclone = [str(BIN / "rclone"), "check", f"{remote}{src}/data/", f"{remote}{dst}/data/",
+              "--checkers", str(args.workers)]
+    tools = {"cleanup verify, lists source": me,
+             "cleanup verify, from inventory": [*me, "--inventory", str(inv)],
+             "cleanup verify --checksum listed": [*me, "--listed", "--inventory",
+                                                  str(inv)],
+             "cleanup verify --verify-content": [*me, "--content", "--inventory", str(inv)],
+             "rclone check": rclone,
+             "rclone check --download": [*rclone, "--download"]}
+    total = args.objects * args.size
+    for name, cmd in tools.items():
+        walls = []
+        for _ in range(args.repeat):
+            wall, out = _run(cmd, env)
+            if name.startswith("cleanup"):
+                doc = json.loads(out.strip().splitlines()[-1])
+                if doc["verified"] != args.objects:
+                    raise SystemExit(f"{name}: {doc}")
+            elif f"{args.objects} matching files" not in out:
+                raise SystemExit(f"{name}: {out[-500:]}")
+            walls.append(wall)
+        w = statistics.median(walls)
+        rows.append({"server": server.name, "checksums": algo, "tool": name,
+                     "objects": args.objects,
+                     "object_size": args.size, "wall_s": round(w, 3),
+                     "objects_per_s": round(args.objects / w),
+                     "mb_per_s": round(total / w / 1e6, 1)})
     return rows
 
 

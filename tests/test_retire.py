@@ -252,3 +252,13 @@ def test_plan_json_copies_round_trip_and_strict_reader(world: Retire) -> None:
     doc = json.loads(raw)
     del doc["copies"]
     assert Plan.from_json(doc).copies is None
+
+
+def test_checksum_choices_are_the_plan_model_policies() -> None:
+    """`plan --checksum` offers exactly what plan.json's reader accepts, default first."""
+    from cleanup.cli.plan_cmd import plan
+    from cleanup.model import CHECKSUM_POLICIES
+
+    opt = next(p for p in plan.params if p.name == "checksum")
+    assert tuple(opt.type.choices) == CHECKSUM_POLICIES  # type: ignore[attr-defined]
+    assert opt.default == CHECKSUM_POLICIES[0]

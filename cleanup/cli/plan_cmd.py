@@ -236,7 +236,7 @@ def plan(store: str, inventory_path: str, snapshot_path: str | None, out: str,
 def _copy_options(snapshot: str | None, retire_to: str | None, require_copy_in: str | None,
                   maps: tuple[str, ...], verify_content: bool, strict: bool,
                   allowed_regions: tuple[str, ...], target_region: str | None,
-                  workers: int, checksum: str = "strongest") -> Any:
+                  workers: int, checksum: str) -> Any:
     """The CopyOptions of --retire-to / --require-copy-in, or None; refuses options that
     need one of them."""
     from cleanup.retire import CopyOptions

@@ -323,6 +323,15 @@ _PLAN_ID = re.compile(r"[0-9a-f]{64}")
 CHECKSUM_ALGORITHMS = ("sha256", "sha1", "md5", "crc64nvme", "crc32c", "crc32")
 
 
+def etag_md5(etag: str | None) -> str | None:
+    """The MD5 (lower-case hex) a single-part S3 ETag of 32 hex digits is, else None (a
+    multipart ETag ``...-N`` is an MD5 of part MD5s, never of the content)."""
+    if etag is None or len(etag) != 32:
+        return None
+    low = etag.lower()
+    return low if all(c in "0123456789abcdef" for c in low) else None
+
+
 @dataclass(frozen=True)
 class Checksums:
     """An object's size and the whole-content checksums a store states for it, as

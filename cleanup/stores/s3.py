@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from cleanup.core.paths import RESERVED_PREFIX, StoreRef, confined
 from cleanup.errors import StoreError, UsageError
-from cleanup.stores.base import Checksums, ClockProbe, ObjectInfo, quarantine_key
+from cleanup.stores.base import Checksums, ClockProbe, ObjectInfo, etag_md5, quarantine_key
+from cleanup.stores.s3_lean import DENIED, MAX_ATTEMPTS, LeanS3
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from mypy_boto3_s3 import S3Client
 
-    from cleanup.stores.s3_lean import LeanS3
+    from cleanup.stores.s3_fastlist import Page
+    from cleanup.stores.s3_lean import Reply
 
 
 #: concurrent single-object calls (CopyObject) of one store; boto3's connection pool is
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
 COPY_WORKERS = 32
 #: concurrent DeleteObjects calls (1,000 keys each) of a purge
 PURGE_WORKERS = 4
-MAX_ATTEMPTS = 10
 
 
 def make_client(endpoint_url: str | None = None, region: str | None = None,
@@ -115,8 +116,6 @@ class S3Store:
         """The per-object request path (:mod:`cleanup.stores.s3_lean`), on this client's
         endpoint, region and credentials; made on first use."""
         if self._lean is None:
-            from cleanup.stores.s3_lean import LeanS3
-
             with self._lean_lock:
                 if self._lean is None:
                     self._lean = LeanS3(self.client, self.ref.bucket, what=self.ref.url)
@@ -136,7 +135,7 @@ class S3Store:
             if code in ("NoSuchBucket", "404"):
                 raise UsageError(
                     f"{self.ref.url}: bucket {self.ref.bucket!r} does not exist") from None
-            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+            if code in DENIED:
                 raise UsageError(
                     f"{self.ref.url}: {what} was denied ({s3_error_message(exc)})",
                     hint="check the credentials (AWS_PROFILE / AWS_ACCESS_KEY_ID) and policy",
@@ -294,27 +293,33 @@ class S3Store:
         self._call("DeleteObject", self.client.delete_object, Bucket=self.ref.bucket,
                    Key=self._full(key))
 
-    def _head(self, key: str) -> ObjectInfo | None:
-        h = self.lean.head(self._full(key))
+    def _head_reply(self, key: str, headers: dict[str, str] | None = None) -> Reply | None:
+        """HeadObject of ``key`` (lean path); None if it is absent."""
+        h = self.lean.head(self._full(key), headers)
         if h.status == 404:
             return None
         if not h.ok:
             raise StoreError(f"{self.ref.url}: HeadObject {key} failed ({h.message})")
+        return h
+
+    def _head(self, key: str) -> ObjectInfo | None:
+        h = self._head_reply(key)
+        if h is None:
+            return None
         return ObjectInfo(key=key, size=int(h.header("content-length")),
                           last_modified=h.time(), etag=strip_etag(h.headers.get("etag")),
                           version_id=h.headers.get("x-amz-version-id"))
 
-    def current(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
-        """List the batch's key range (a page per 1000 keys) instead of a HEAD per key;
-        fall back to HEAD when the range holds many objects outside the batch. Pages are
-        read by :mod:`cleanup.stores.s3_fastlist` (the raw XML, not boto3's dicts)."""
-        from cleanup.stores.s3_fastlist import listing_time, pages
+    def _scan_range(self, ordered: list[str]) -> tuple[list[tuple[str, Page, int]], str | None]:
+        """List the key range of the sorted, non-empty ``ordered`` (a page per 1,000 keys,
+        read by :mod:`cleanup.stores.s3_fastlist` from the raw XML): each listed key of
+        ``ordered`` with its page and row, and None when the range was listed to its end,
+        else the last key seen when the range held many more objects than were asked for
+        (3 per key plus 2,000)."""
+        from cleanup.stores.s3_fastlist import pages
 
-        if not keys:
-            return {}
-        ordered = sorted(keys)
         want = set(ordered)
-        found: dict[str, ObjectInfo] = {}
+        rows: list[tuple[str, Page, int]] = []
         lcp = os.path.commonprefix(ordered)
         after = self.ref.prefix + ordered[0][:-1] if len(ordered[0]) > len(lcp) else None
         scanned, budget, last_seen = 0, 3 * len(ordered) + 2000, ""
@@ -323,21 +328,33 @@ class S3Store:
             for i, full in enumerate(page.keys):
                 k = last_seen = full[plen:]
                 if k in want:
-                    found[k] = ObjectInfo(key=k, size=int(page.sizes[i]),
-                                          last_modified=listing_time(page.times[i]),
-                                          etag=page.etags[i])
+                    rows.append((k, page, i))
             scanned += len(page.keys)
             if last_seen >= ordered[-1]:
-                return found
+                return rows, None
             if scanned > budget:
-                break
-        else:
-            return found  # the whole range was listed
-        for k in ordered:
-            if k > last_seen:
-                info = self._head(k)
-                if info is not None:
-                    found[k] = info
+                return rows, last_seen
+        return rows, None  # the whole range was listed
+
+    def current(self, keys: Sequence[str]) -> dict[str, ObjectInfo]:
+        """List the batch's key range (:meth:`_scan_range`) instead of a HEAD per key;
+        HEAD the keys past where the scan stopped when the range holds many objects
+        outside the batch."""
+        from cleanup.stores.s3_fastlist import listing_time
+
+        if not keys:
+            return {}
+        ordered = sorted(keys)
+        rows, stopped = self._scan_range(ordered)
+        found = {k: ObjectInfo(key=k, size=int(page.sizes[i]),
+                               last_modified=listing_time(page.times[i]), etag=page.etags[i])
+                 for k, page, i in rows}
+        if stopped is not None:
+            for k in ordered:
+                if k > stopped:
+                    info = self._head(k)
+                    if info is not None:
+                        found[k] = info
         return found
 
     def _delete_batch(self, entries: Sequence[tuple[str, str | None]],
@@ -577,11 +594,9 @@ class S3Store:
         SSE-C (a multipart ETag ``...-N`` is an MD5 of part MD5s, never of the content)."""
         import base64
 
-        reply = self.lean.head(self._full(key), {"x-amz-checksum-mode": "ENABLED"})
-        if reply.status == 404:
+        reply = self._head_reply(key, {"x-amz-checksum-mode": "ENABLED"})
+        if reply is None:
             return None
-        if not reply.ok:
-            raise StoreError(f"{self.ref.url}: HeadObject {key} failed ({reply.message})")
         h = reply.headers
         etag = strip_etag(h.get("etag"))
         multipart = etag is not None and "-" in etag
@@ -601,11 +616,10 @@ class S3Store:
                 sums[algo.lower()] = base64.b64decode(str(value), validate=True).hex()
             except ValueError:
                 continue
-        sse = h.get("x-amz-server-side-encryption")
-        if (etag and not multipart and len(etag) == 32 and sse in (None, "AES256")
-                and not h.get("x-amz-server-side-encryption-customer-algorithm")
-                and all(c in "0123456789abcdef" for c in etag.lower())):
-            sums["md5"] = etag.lower()
+        md5 = etag_md5(etag)
+        if (md5 is not None and h.get("x-amz-server-side-encryption") in (None, "AES256")
+                and not h.get("x-amz-server-side-encryption-customer-algorithm")):
+            sums["md5"] = md5
         return Checksums(key=key, size=int(reply.header("content-length")), sums=sums, etag=etag,
                          last_modified=reply.time())
 
@@ -621,31 +635,18 @@ class S3Store:
     def list_checksums(self, keys: Sequence[str]) -> dict[str, Checksums] | None:
         """The keys' sizes, single-part MD5 ETags and the names of their additional
         checksums from listing their key range (values need :meth:`checksums`); None if
-        the range holds many more objects than ``keys``. Read-only."""
+        the range holds many more objects than ``keys`` (:meth:`_scan_range`). Read-only."""
         if not keys:
             return {}
-        from cleanup.stores.s3_fastlist import listing_time, pages
+        from cleanup.stores.s3_fastlist import listing_time
 
-        ordered = sorted(keys)
-        want, found = set(ordered), {}
-        lcp = os.path.commonprefix(ordered)
-        after = self.ref.prefix + ordered[0][:-1] if len(ordered[0]) > len(lcp) else None
-        scanned, budget, plen = 0, 3 * len(ordered) + 2000, len(self.ref.prefix)
-        for page in pages(self, self.ref.prefix + lcp, start_after=after):
-            last = ""
-            for i, full in enumerate(page.keys):
-                k = last = full[plen:]
-                if k not in want:
-                    continue
-                etag = page.etags[i]
-                md5 = ({"md5": etag.lower()} if etag and len(etag) == 32
-                       and all(c in "0123456789abcdef" for c in etag.lower()) else {})
-                found[k] = Checksums(key=k, size=int(page.sizes[i]), sums=md5, etag=etag,
-                                     last_modified=listing_time(page.times[i]),
-                                     more=page.algos[i])
-            scanned += len(page.keys)
-            if last >= ordered[-1]:
-                return found
-            if scanned > budget:
-                return None
-        return found
+        rows, stopped = self._scan_range(sorted(keys))
+        if stopped is not None:
+            return None
+        out: dict[str, Checksums] = {}
+        for k, page, i in rows:
+            etag, md5 = page.etags[i], etag_md5(page.etags[i])
+            out[k] = Checksums(key=k, size=int(page.sizes[i]),
+                               sums={"md5": md5} if md5 is not None else {}, etag=etag,
+                               last_modified=listing_time(page.times[i]), more=page.algos[i])
+        return out

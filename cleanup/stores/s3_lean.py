@@ -36,11 +36,17 @@ from email.utils import parsedate_to_datetime
 from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
+from botocore.awsrequest import AWSPreparedRequest
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import EndpointConnectionError, HTTPClientError
+
 from cleanup.errors import StoreError, UsageError
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-#: attempts per request (the boto3 clients' ``max_attempts`` too)
+#: attempts per request, here and in the store's boto3 client (``max_attempts``)
 MAX_ATTEMPTS = 10
+#: error codes that mean the credentials or the policy refused a call (a usage error)
+DENIED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403")
 #: backoff: full jitter over min(CAP, BASE * 2**attempt) seconds
 BASE, CAP = 0.05, 5.0
 _RETRY_STATUS = frozenset({500, 502, 503, 504})
@@ -195,8 +201,7 @@ class LeanS3:
     def _judge(self, method: str, key: str, reply: Reply) -> Reply:
         """Denials and a bucket in another region are usage errors; the rest is the
         caller's to read."""
-        if reply.status == 403 or reply.code in ("AccessDenied", "InvalidAccessKeyId",
-                                                 "SignatureDoesNotMatch"):
+        if reply.status == 403 or reply.code in DENIED:
             raise UsageError(f"{self.what}: {method} {key} was denied ({reply.message})",
                              hint="check the credentials (AWS_PROFILE / AWS_ACCESS_KEY_ID) "
                                   "and policy")
@@ -211,10 +216,6 @@ class LeanS3:
 
     def _send(self, method: str, key: str, headers: dict[str, str], *, stream: bool) -> Any:
         """The botocore ``AWSResponse`` of the last attempt (``stream``: body unread)."""
-        from botocore.awsrequest import AWSPreparedRequest
-        from botocore.exceptions import ConnectionError as BotoConnectionError
-        from botocore.exceptions import EndpointConnectionError, HTTPClientError
-
         path = self.url_path(key)
         for attempt in range(MAX_ATTEMPTS):
             h = {k.lower(): v for k, v in headers.items()}
@@ -242,15 +243,14 @@ class LeanS3:
 
     @staticmethod
     def _retryable(resp: Any, stream: bool) -> bool:
+        """A 5xx, or (unless streamed) an answer whose error code is a transient one,
+        which includes a 200 whose body is an error (CopyObject)."""
         if resp.status_code in _RETRY_STATUS:
             return True
-        if stream or resp.status_code != 200 or not resp.content:
+        if stream:
             return False
-        body: bytes = resp.content
-        if b"<Error>" in body[:512]:  # a 200 whose body is an error (CopyObject)
-            m = _CODE.search(body[:4096])
-            return m is not None and m.group(1).decode("utf-8", "replace") in _RETRY_CODES
-        return False
+        reply = Reply(resp.status_code, resp.headers, resp.content or b"")
+        return not reply.ok and reply.code in _RETRY_CODES
 
     # --- Signature Version 4 -----------------------------------------------------------
 
