@@ -89,6 +89,7 @@ class EngineResult:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MANIFEST_COLUMNS = ("key", "size", "last_modified", "etag", "tenant", "stage")
 _NEAR_MISS_MAX = 1_000_000  # missing references looked at for near-misses
 
 
@@ -97,6 +98,27 @@ def _utc(epoch_us: Any) -> datetime | None:
     if epoch_us is None:
         return None
     return _EPOCH + timedelta(microseconds=int(epoch_us))
+
+
+def tenant_sql(column: str, inp: EngineInput) -> str:
+    """The tenant of ``column`` (DuckDB SQL: RE2, the plan's one regex dialect): the
+    pattern's tenant group, ``''`` when it does not match. Both engines evaluate exactly
+    this expression in DuckDB (Spark on its executors), so the tenant column of the
+    signed manifest does not depend on the engine."""
+    return (f"coalesce(regexp_extract({column}, {sql_literal(inp.tenant_pattern)}, "
+            f"{int(inp.tenant_group)}), '')")
+
+
+def _table_meta_sql(rest: str) -> str:
+    """I20 (DuckDB SQL): ``rest``, a path below a table root, is table metadata or hidden."""
+    return (f"(starts_with({rest}, '_delta_log/') OR starts_with({rest}, 'metadata/') OR "
+            f"regexp_matches({rest}, '(^|/)[_.]'))")
+
+
+def _ancestors_sql(column: str) -> str:
+    from cleanup.refs import ancestors_sql
+
+    return ancestors_sql(column)
 
 
 def connect(inp: EngineInput) -> duckdb.DuckDBPyConnection:
@@ -185,8 +207,7 @@ class Engine:
             latest_ok = self._latest_ok()
             self.con.execute(
                 f"CREATE TEMP TABLE cand0 AS SELECT i.key, i.size, i.last_modified, i.etag, "
-                f"coalesce(regexp_extract(i.key, {sql_literal(inp.tenant_pattern)}, "
-                f"{inp.tenant_group}), '') AS tenant FROM inv i "
+                f"{tenant_sql('i.key', inp)} AS tenant FROM inv i "
                 f"WHERE i.rn IN (SELECT rn FROM unmatched WHERE rkey IS NULL "
                 f"AND last_modified <= {latest_ok}::TIMESTAMPTZ) "
                 f"AND i.last_modified <= {latest_ok}::TIMESTAMPTZ"
@@ -286,13 +307,28 @@ class Engine:
         component starting with ``_`` or ``.`` are never candidates; table roots in the
         scope (a ``_delta_log/`` folder, a ``*.metadata.json``) that no declared root
         covers are counted for the check."""
-        import pyarrow as pa
+        roots = self._declared_roots()
+        res.table_roots = len(roots)
+        self._load_troots(roots)
+        if roots:
+            rest = "(r.inside || substr(a.key, length(a.anc) + 1))"
+            self.con.execute(
+                "CREATE TEMP TABLE table_kept AS SELECT DISTINCT a.key FROM "
+                f"(SELECT key, unnest({_ancestors_sql('key')}) AS anc FROM cand) a "
+                f"JOIN troots r ON a.anc = r.prefix WHERE {_table_meta_sql(rest)}")
+            (n,) = self._one("SELECT count(*) FROM table_kept")
+            res.table_protected = int(n)
+            if n:
+                self.con.execute("DELETE FROM cand WHERE key IN (SELECT key FROM table_kept)")
+            self._per_table(res, rest)
+        self._found_roots(res, "inv")
 
+    def _declared_roots(self) -> list[tuple[str, str]]:
+        """The declared table roots inside this store, sorted: (prefix of the root in the
+        store, the store's own place inside the root). A store inside a table (a
+        partition folder) has every key under that table."""
         from cleanup.core.paths import parse_store, resolve_ref
-        from cleanup.refs import ancestors_sql
 
-        # (prefix of the root in the store, the store's own place inside the root): a
-        # store inside a table (a partition folder) has every key under that table.
         roots: set[tuple[str, str]] = set()
         for root in self.inp.table_roots:
             # As a folder: `s3://b/t` is not inside store `s3://b/t/`, `s3://b/t/` is.
@@ -309,34 +345,30 @@ class Engine:
                     continue
                 if inner.cls == "folder" and inner.key:
                     roots.add(("", inner.key))
-        prefixes = {p for p, _o in roots}
-        res.table_roots = len(roots)
+        return sorted(roots)
+
+    def _load_troots(self, roots: list[tuple[str, str]]) -> None:
+        """The table ``troots`` (prefix, inside) in this connection."""
+        import pyarrow as pa
+
         self.con.register("table_roots_in", pa.table(
-            {"prefix": pa.array([p for p, _o in sorted(roots)], pa.string()),
-             "offset": pa.array([o for _p, o in sorted(roots)], pa.string())}))
+            {"prefix": pa.array([p for p, _o in roots], pa.string()),
+             "offset": pa.array([o for _p, o in roots], pa.string())}))
         self.con.execute("CREATE TEMP TABLE troots AS SELECT prefix, \"offset\" AS inside "
                          "FROM table_roots_in")
         self.con.unregister("table_roots_in")
-        if prefixes:
-            rest = "(r.inside || substr(a.key, length(a.anc) + 1))"
-            self.con.execute(
-                "CREATE TEMP TABLE table_kept AS SELECT DISTINCT a.key FROM "
-                f"(SELECT key, unnest({ancestors_sql('key')}) AS anc FROM cand) a "
-                f"JOIN troots r ON a.anc = r.prefix WHERE starts_with({rest}, '_delta_log/') "
-                f"OR starts_with({rest}, 'metadata/') OR regexp_matches({rest}, '(^|/)[_.]')")
-            (n,) = self._one("SELECT count(*) FROM table_kept")
-            res.table_protected = int(n)
-            if n:
-                self.con.execute("DELETE FROM cand WHERE key IN (SELECT key FROM table_kept)")
-            self._per_table(res, rest)
+
+    def _found_roots(self, res: EngineResult, source: str) -> None:
+        """I20's count of table roots no declared root covers, over ``source`` (the
+        in-scope keys, or any superset of those that name a table root)."""
         self.con.execute(
             "CREATE TEMP TABLE found_roots AS SELECT DISTINCT root FROM ("
-            "SELECT regexp_extract(key, '^(.*/)?_delta_log/', 1) AS root FROM inv "
+            f"SELECT regexp_extract(key, '^(.*/)?_delta_log/', 1) AS root FROM {source} "
             "WHERE contains(key, '_delta_log/') "
             "AND regexp_matches(key, '(^|/)_delta_log/') UNION ALL "
             "SELECT CASE WHEN regexp_matches(key, '(^|/)metadata/[^/]*$') "
             "THEN regexp_extract(key, '^(.*/)?metadata/[^/]*$', 1) "
-            "ELSE regexp_extract(key, '^(.*/)?[^/]*$', 1) END FROM inv "
+            f"ELSE regexp_extract(key, '^(.*/)?[^/]*$', 1) END FROM {source} "
             "WHERE ends_with(key, '.metadata.json')) "
             "WHERE root NOT IN (SELECT prefix FROM troots WHERE inside = '')")
         (u,) = self._one("SELECT count(*) FROM found_roots")
@@ -348,13 +380,9 @@ class Engine:
         """Each declared table's own numbers (I5 per table, shown to reviewers): its
         objects, those that are its metadata or hidden (never candidates) and its
         candidates; and the scope's objects under any table, each counted once."""
-        from cleanup.refs import ancestors_sql
-
         self.con.execute(
-            "CREATE TEMP TABLE tkeys AS SELECT a.key, a.size, a.anc, (starts_with("
-            f"{rest}, '_delta_log/') OR starts_with({rest}, 'metadata/') OR "
-            f"regexp_matches({rest}, '(^|/)[_.]')) AS meta FROM "
-            f"(SELECT key, size, unnest({ancestors_sql('key')}) AS anc FROM inv) a "
+            f"CREATE TEMP TABLE tkeys AS SELECT a.key, a.size, a.anc, {_table_meta_sql(rest)} "
+            f"AS meta FROM (SELECT key, size, unnest({_ancestors_sql('key')}) AS anc FROM inv) a "
             "JOIN troots r ON a.anc = r.prefix")
         res.per_table = [
             {"root": str(p), "objects": int(o), "bytes": int(b), "metadata_objects": int(mo),
@@ -447,11 +475,8 @@ class Engine:
         self.con.register("tenant_stage", pa.table({
             "tenant": list(stage_of.keys()), "stage": pa.array(list(stage_of.values()), pa.int32()),
         }))
-        self.con.execute(
-            "COPY (SELECT c.key, c.size, c.last_modified, c.etag, c.tenant, t.stage "
-            "FROM cand c JOIN tenant_stage t USING (tenant) ORDER BY t.stage, c.key) "
-            f"TO {sql_literal(out)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
-        )
+        self.copy_manifest("SELECT c.key, c.size, c.last_modified, c.etag, c.tenant, t.stage "
+                           "FROM cand c JOIN tenant_stage t USING (tenant)", out)
         rows = self.con.execute(
             "SELECT t.stage, count(*), coalesce(sum(c.size), 0), count(DISTINCT c.tenant) "
             "FROM cand c JOIN tenant_stage t USING (tenant) GROUP BY t.stage ORDER BY t.stage"
@@ -459,4 +484,14 @@ class Engine:
         return [{"stage": int(s), "objects": int(n), "bytes": int(b), "tenants": int(t)}
                 for s, n, b, t in rows]
 
-
+    def copy_manifest(self, rows: str, out: str) -> None:
+        """The manifest's one writer: ``rows`` (key, size, last_modified, etag, tenant,
+        stage) sorted by (stage, key) into ``out``, whichever engine computed them."""
+        # DuckDB's writer marks a column REQUIRED when the statistics of where it came from
+        # rule out NULLs (a Parquet scan does; an Arrow table does not): every column is
+        # written optional, so the bytes depend on the rows only, not on their source.
+        cols = ", ".join(f"CASE WHEN {c} IS NULL THEN NULL ELSE {c} END AS {c}"
+                         for c in MANIFEST_COLUMNS)
+        self.con.execute(
+            f"COPY (SELECT {cols} FROM ({rows}) ORDER BY stage, key) TO {sql_literal(out)} "
+            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")

@@ -361,6 +361,15 @@ def input_files(path: str, kind: str) -> list[str]:
     import glob
 
     hint = REMAKE_INVENTORY if kind == "inventory" else REMAKE_SNAPSHOT
+    scheme = path.partition("://")[0]
+    if "://" in path and scheme.isascii() and scheme.isalnum():
+        # The planner hashes every input byte it plans from (the plan records the sha256);
+        # a URL would be read twice, by the driver's hash and by the engine, and could
+        # change in between. Inputs are files: local, or a shared file system's mount.
+        raise UsageError(f"{kind} {path}: inputs are read from a file system, not from a "
+                         f"{scheme}:// URL",
+                         hint=f"copy it first (e.g. `aws s3 cp --recursive {path} DIR`) or "
+                              "give the path where the bucket is mounted")
     if os.path.isfile(path):
         return [os.path.abspath(path)]
     if os.path.isdir(path):

@@ -537,9 +537,7 @@ def verify_pass(cp: CopyPlan, inp: EngineInput, work: str) -> str:
     manifest are of the verified candidates only."""
     from cleanup.engines import open_engine
 
-    if inp.engine != "duckdb":
-        raise UsageError("--retire-to and --require-copy-in plan with the duckdb engine")
-    first = open_engine(inp)
+    first = open_engine(inp)  # either engine: both honour EngineInput.exclude
     try:
         res = first.compute()
         candidates = os.path.join(work, "copies-candidates.parquet")

@@ -269,6 +269,21 @@ def _reusable(workdir: Path, objects: int, fraction: float) -> Generated | None:
                      snap.stat().st_size, reused=True)
 
 
+def _inventory_reusable(inv: Path, objects: int, store: Path) -> datetime | None:
+    """The listed_at of an inventory an earlier run wrote for these settings, else None."""
+    from cleanup.formats import read_meta
+
+    if not inv.is_file():
+        return None
+    try:
+        im = read_meta(str(inv))
+    except Exception:  # noqa: BLE001 - a partial file from a killed run: write it again
+        return None
+    if im.get("rows") != str(objects) or im.get("store") != str(store):
+        return None
+    return datetime.fromisoformat(im["listed_at"].replace("Z", "+00:00"))
+
+
 def generate(workdir: Path, objects: int, fraction: float, created: list[Path]) -> Generated:
     import duckdb
 
@@ -282,6 +297,12 @@ def generate(workdir: Path, objects: int, fraction: float, created: list[Path]) 
     cutoff = taken_at - BUFFER
     newest = cutoff + NEWEST_AFTER_CUTOFF  # the fixed time ~3 days before now
     listed_at = newest + timedelta(minutes=5)
+    keep_inv = _inventory_reusable(inv, objects, store)
+    if keep_inv is not None:  # an earlier run wrote it (its snapshot step failed): its times
+        listed_at = keep_inv
+        newest = listed_at - timedelta(minutes=5)
+        cutoff = newest - NEWEST_AFTER_CUTOFF
+        taken_at = cutoff + BUFFER
     end_us = int(newest.timestamp()) * 1_000_000
     span_s = int(SPAN.total_seconds())
     threshold = round(fraction * 10_000)
@@ -307,18 +328,19 @@ def generate(workdir: Path, objects: int, fraction: float, created: list[Path]) 
                    f"(i * {TENANTS}) // {objects}, "
                    f"((i * {TENANTS * TABLES_PER_TENANT}) // {objects}) % {TABLES_PER_TENANT}, i)")
         t0 = time.perf_counter()
-        created.append(inv)
-        con.execute(
-            f"COPY (SELECT key, size, last_modified, md5(key) AS etag, "
-            f"NULL::VARCHAR AS version_id, NULL::BLOB AS key_raw FROM ("
-            f"SELECT {key_sql} AS key, "
-            f"(1024 + hash(i, 'size') % {64 << 20})::BIGINT AS size, "
-            f"make_timestamp({end_us}::BIGINT - (hash(i, 'mtime') % {span_s})::BIGINT * 1000000)"
-            f"::TIMESTAMPTZ AS last_modified "
-            f"FROM range({objects}) t(i))) "
-            f"TO {sql_literal(str(inv))} (FORMAT parquet, COMPRESSION zstd, "
-            f"KV_METADATA {kv_literal(inv_meta)})"
-        )
+        if keep_inv is None:
+            created.append(inv)
+            con.execute(
+                f"COPY (SELECT key, size, last_modified, md5(key) AS etag, "
+                f"NULL::VARCHAR AS version_id, NULL::BLOB AS key_raw FROM ("
+                f"SELECT {key_sql} AS key, "
+                f"(1024 + hash(i, 'size') % {64 << 20})::BIGINT AS size, "
+                f"make_timestamp({end_us}::BIGINT - "
+                f"(hash(i, 'mtime') % {span_s})::BIGINT * 1000000)::TIMESTAMPTZ AS last_modified "
+                f"FROM range({objects}) t(i))) "
+                f"TO {sql_literal(str(inv))} (FORMAT parquet, COMPRESSION zstd, "
+                f"KV_METADATA {kv_literal(inv_meta)})"
+            )
         inv_s = time.perf_counter() - t0
         _check_written(inv, "inventory", inv_meta)
 
@@ -340,8 +362,10 @@ def generate(workdir: Path, objects: int, fraction: float, created: list[Path]) 
         }
         created.append(snap)
         con.execute(
-            f"COPY (SELECT DISTINCT key FROM read_parquet({sql_literal(str(inv))}) "
-            f"WHERE {ref_where} ORDER BY key) "
+            # Keys are unique and in byte order in the inventory, and DuckDB keeps a scan's
+            # order by default: no DISTINCT or sort (at 1B rows they ran out of memory).
+            f"COPY (SELECT key FROM read_parquet({sql_literal(str(inv))}) "
+            f"WHERE {ref_where}) "
             f"TO {sql_literal(str(snap))} (FORMAT parquet, COMPRESSION zstd, "
             f"KV_METADATA {kv_literal(snap_meta)})"
         )

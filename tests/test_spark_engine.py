@@ -79,7 +79,13 @@ TENANT_NAMES = ["t0", "t1", "t2", "internal", "ünï", "a b", "x%41", "p+q", "Ω
                 "back\\slash", "_cleanup"] + [f"tenant-{i:02d}" for i in range(40)]
 LEAVES = ["a", "part-0.parquet", "é", unicodedata.normalize("NFD", "é"), "%41", "A", "a+b",
           "a b", "dir/sub/f", "dir/g", "x:y", "100%", "new\nline", "tab\tx", "日本/語",
-          "_delta_log/00.json", "v1.metadata.json", ".hidden"]
+          "_delta_log/00.json", "v1.metadata.json", ".hidden", "cr\rx", "ls\u2028x/y",
+          "trail\n", "dir/_tmp/x", "metadata/v2.metadata.json"]
+# Tenant patterns where Java's regex dialect would answer otherwise than RE2 (`.` and
+# `\r`/U+2028, `$` before a final newline, `\s` and `\v`, an unmatched group): the manifest
+# must not depend on the engine.
+PATTERNS = [PATTERN, r"^(?P<tenant>.+?)/", r"(?P<tenant>[^/]*)$", r"^(?:(?P<tenant>t\d)|[^/]*)/",
+            r"^(?P<tenant>\w+)", r"^[^/]+/(?P<tenant>.)", r"(?P<tenant>\s)"]
 OFFSETS = [timedelta(days=-5), timedelta(seconds=-1), timedelta(microseconds=-1), timedelta(0),
            timedelta(microseconds=1), timedelta(seconds=1), timedelta(hours=2)]
 
@@ -111,8 +117,13 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
     refs += draw(st.lists(extra, max_size=4))
     if not refs:
         refs = [inv_keys[0]]
+    roots = st.sampled_from([f"{t}{d}" for t in tenants for d in ("", "/dir")])
     return {"objects": objects, "refs": refs, "internal": tenants[:1],
-            "sentinels": draw(st.lists(st.sampled_from(inv_keys), max_size=2, unique=True))}
+            "sentinels": draw(st.lists(st.sampled_from(inv_keys), max_size=2, unique=True)),
+            "pattern": draw(st.sampled_from(PATTERNS)),
+            "table_roots": draw(st.lists(roots, max_size=2, unique=True)),
+            # retirement: keys without a verified copy are never candidates
+            "exclude": draw(st.lists(st.sampled_from(inv_keys), max_size=3, unique=True))}
 
 
 def _spell(key: str, how: str) -> str:
@@ -150,7 +161,8 @@ def _opts(store: Path, inv: Path, snap: Path, world: dict[str, Any], engine: str
           out: Path) -> PlanOptions:
     return PlanOptions(
         store=str(store), inventory=str(inv), snapshot=str(snap), out=str(out), author="alice",
-        key="unused", tenant_pattern=PATTERN, internal=tuple(world["internal"]), stages=STAGES,
+        key="unused", tenant_pattern=world.get("pattern", PATTERN),
+        internal=tuple(world["internal"]), stages=STAGES,
         policy=Policy().with_values({"max_delete_fraction": 1.0, "max_missing_refs": 1.0}),
         accept_near_misses=True, sentinels=tuple(world["sentinels"]), engine=engine,
         threads=2, now=NOW)
@@ -171,12 +183,18 @@ def _plan_with(engine: str, store: Path, inv: Path, snap: Path, world: dict[str,
     facts = _FIRST_FACTS.setdefault(str(store), facts)
     work = tmp / f"work-{engine}"
     work.mkdir()
+    exclude = None
+    if world.get("exclude"):
+        exclude = work / "exclude.parquet"
+        pq.write_table(pa.table({"key": pa.array(world["exclude"], pa.string())}), exclude)
+    pattern = world.get("pattern", PATTERN)
     engine_obj = open_engine(EngineInput(
         inventory=str(inv), snapshot=str(snap), store=facts.ref, cutoff=facts.cutoff,
-        precision=facts.precision, tenant_pattern=PATTERN,
-        tenant_group=compile_tenant_pattern(PATTERN), sentinels=facts.sentinels,
+        precision=facts.precision, tenant_pattern=pattern,
+        tenant_group=compile_tenant_pattern(pattern), sentinels=facts.sentinels,
         threads=2, temp_dir=str(work / ".spill"), engine=engine,
-        table_roots=decode_roots(facts.snap_meta.get("table_roots"))))
+        table_roots=decode_roots(facts.snap_meta.get("table_roots")),
+        exclude=None if exclude is None else str(exclude)))
     try:
         res = engine_obj.compute()
         checks = [*facts.checks, *check_result(opts, facts, engine_obj, res)]
@@ -257,14 +275,19 @@ def test_a_fixed_world_exercises_every_branch(spark: Any, tmp_path: Path) -> Non
                                                 unicodedata.normalize("NFD", "ünï/é") + "x",
                                                 "x%2541/a", objects[0][0], "@@ROOT@@/t3/dir/"]
     refs.append(unicodedata.normalize("NFD", "ünï/é"))  # a near-miss of the NFC key
+    excluded = [objects[43][0], objects[45][0]]  # candidates, but no verified copy
     world = {"objects": objects, "refs": refs, "internal": ["t0"],
-             "sentinels": [objects[0][0]], "table_roots": ["t5/tbl"]}
+             "sentinels": [objects[0][0]], "table_roots": ["t5/tbl"], "exclude": excluded}
     store, inv, snap = _write_world(tmp_path, world)
     duck = _plan_with("duckdb", store, inv, snap, world, tmp_path)
     sp = _plan_with("spark", store, inv, snap, world, tmp_path)
     _assert_same(duck, sp)
     r = duck["result"]
     assert r["candidates"] > 0
+    assert not {row["key"] for row in sp["rows"]} & set(excluded)
+    assert r["per_table"]
+    assert r["per_table"][0]["root"] == "t5/tbl/"
+    assert {row["tenant"] for row in sp["rows"]} >= {"t1", "t2"}
     assert not any("_cleanup/" in row["key"] for row in duck["rows"])
     assert r["protected_by_folder"] >= 1
     assert r["implicit_folder_refs"] >= 1
@@ -273,6 +296,38 @@ def test_a_fixed_world_exercises_every_branch(spark: Any, tmp_path: Path) -> Non
     assert r["sentinels_in_snapshot"] == {objects[0][0]}
     assert r["table_protected"] >= 1  # I20: t5/tbl/_delta_log/ kept
     assert r["uncovered_table_roots"] == 1  # t6/other/ has a log but no source
+
+
+def test_an_executor_with_another_duckdb_is_refused(spark: Any, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tenants are extracted on the executors by DuckDB; an executor whose DuckDB is not
+    the driver's (here: the driver claims another version) is refused in one line, since
+    another build of the regex engine could give another tenant."""
+    import duckdb
+
+    world = {"objects": [("t0/a", 1, LATEST_OK), ("t1/b", 2, LATEST_OK)], "refs": ["t0/a"],
+             "internal": ["t0"], "sentinels": []}
+    store, inv, snap = _write_world(tmp_path, world)
+    monkeypatch.setattr(duckdb, "__version__", "0.0.0-driver")
+    with pytest.raises(UsageError) as err:
+        _plan_with("spark", store, inv, snap, world, tmp_path)
+    msg = err.value.message
+    assert "\n" not in msg
+    assert "cleanup-executor: an executor has DuckDB" in msg
+    assert "0.0.0-driver" in msg
+
+
+def test_require_copy_in_on_spark_excludes_objects_without_a_copy(spark: Any, tmp_path: Path,
+                                                                  keys_dir: Path) -> None:
+    """Retirement's recoverability guard on Spark: an object with no verified copy is not
+    a candidate (the Spark engine once ignored the exclusion and planned it)."""
+    from tests.scenario import ok
+    from tests.test_retire import _backup_plan, _backup_world
+
+    w = _backup_world(tmp_path, keys_dir)
+    out = json.loads(ok(_backup_plan(w, "--engine", "spark")).out)
+    assert set(w.manifest()) == {f"internal/d/{i:03d}.bin" for i in (3, 4, 5)}
+    assert out["copies"]["blocking_examples"] == [["internal/d/002.bin", "copy missing"]]
 
 
 # --- the CLI -------------------------------------------------------------------------------------
@@ -384,6 +439,14 @@ def test_sharded_inputs_give_the_same_manifest(spark: Any, tmp_path: Path,
                  "--key", str(alice_key)])
     assert r.code == 2, (r.out, r.err)
     assert "matches no file" in r.err
+    for url in ("s3a://bucket/inventory/", "s3://bucket/inv.parquet", "gs://b/x/*.parquet"):
+        r = run_cli(["plan", "--store", str(store), "--inventory", url, "--snapshot", snap_glob,
+                     "-o", str(tmp_path / "p-bad"), "--author", "alice", "--key",
+                     str(alice_key)])
+        assert r.code == 2, (r.out, r.err)
+        assert "inputs are read from a file system" in r.err
+        assert len(r.err.splitlines()) <= 2
+        assert not (tmp_path / "p-bad").exists()
 
 
 def test_missing_pyspark_is_a_usage_error_naming_the_extra(tmp_path: Path,

@@ -27,21 +27,31 @@ In the driver (Python):
   table. Plain keys and the store's exact root spellings never leave Spark;
 - the forms of missing references (at most 1M) for the near-miss join.
 
-In the driver's DuckDB (the writer shared with the DuckDB engine): Spark writes
-the candidate rows (key, size, last_modified, etag) as Parquet parts into the
-plan's work directory; they are loaded into the table ``cand`` that
-:class:`cleanup.engine.Engine` uses, the tenant is extracted there with the
-DuckDB engine's own expression (RE2: Java's regex dialect differs, and the
-tenant is part of the signed manifest), the candidate totals and the list of
-tenants are taken there with the DuckDB engine's queries, and the inherited
-:meth:`~cleanup.engine.Engine.write_manifest` joins the core's tenant-to-stage
-map, sorts and writes the manifest (as do the inherited I19 and key-length checks).
-I20 (table metadata under declared table roots, and table roots no source covers)
-also runs there, with the DuckDB engine's own code: it scans the inventory in the
-driver (a filtered scan of keys; not yet distributed).
-So the manifest, its sha256 and the plan id do not depend on the engine. The
-work directory must be readable by the driver: local mode, or a cluster whose
-executors share it.
+Also in Spark, after the join:
+
+- the exclusion of keys without a verified copy (retirement, ``EngineInput.exclude``);
+- I20: candidates that are table metadata or hidden under a declared table root are
+  kept, each declared table's numbers, and the scan for keys that may name a table
+  root (``_delta_log/``, ``*.metadata.json``);
+- tenant extraction, on the executors by DuckDB (``mapInArrow``) with the DuckDB
+  engine's own expression (:func:`cleanup.engine.tenant_sql`): the pattern is RE2's
+  dialect, Java's differs, and the tenant is part of the signed manifest. An executor
+  whose DuckDB is not the driver's version is refused;
+- the candidate totals and the distinct tenants; then, with the pure core's
+  tenant-to-stage map, stage assignment (a broadcast join) and the per-stage counts.
+
+In the driver's DuckDB, over the Parquet parts Spark wrote into the plan's work
+directory (typed as the DuckDB engine's columns): the key-length and I19 checks
+(inherited), the count of table roots no source covers (the DuckDB engine's query,
+over the pre-filtered keys), and the manifest: one file, written by the one writer
+both engines share (:meth:`cleanup.engine.Engine.copy_manifest`, sorted by stage and
+key), so the manifest, its sha256 and the plan id do not depend on the engine. The
+work directory must be readable by the driver and writable by the executors: local
+mode, or a cluster whose executors share it.
+
+Inputs are files (local, or a shared file system's mount), as for the DuckDB engine:
+the planner hashes the bytes it plans from, and a URL could change between that hash
+and the engine's read (``s3a://`` is refused in one line).
 
 pyspark is the optional extra ``cleanup[spark]``, imported only here.
 """
@@ -51,6 +61,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -61,9 +72,16 @@ from cleanup.core.paths import (
     fast_prefixes,
     near_miss_forms,
     resolve_ref,
-    sql_literal,
 )
-from cleanup.engine import _EPOCH, _NEAR_MISS_MAX, Engine, EngineInput, EngineResult, _utc
+from cleanup.engine import (
+    _EPOCH,
+    _NEAR_MISS_MAX,
+    Engine,
+    EngineInput,
+    EngineResult,
+    _utc,
+    tenant_sql,
+)
 from cleanup.errors import UsageError
 from cleanup.inputs import input_files, parquet_list_sql
 
@@ -197,6 +215,7 @@ class SparkEngine(Engine):
         super().__init__(inp)
         self._persisted: list[DataFrame] = []
         self._tag = "cleanup_" + uuid.uuid4().hex[:12]
+        self._cand: DataFrame | None = None
 
     def close(self) -> None:
         for df in self._persisted:
@@ -252,7 +271,10 @@ class SparkEngine(Engine):
         try:
             self._compute(res, sql)
         except errors as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            text = str(exc).strip()
+            ours = [ln for ln in text.splitlines() if _EXECUTOR_ERROR in ln]
+            first = (ours or text.splitlines() or [type(exc).__name__])[0]
+            first = first[first.find(_EXECUTOR_ERROR):] if ours else first
             raise UsageError(f"planning on Spark failed: {first[:500]}",
                              hint="check that the inputs were made by `cleanup inventory` "
                                   "and `cleanup snapshot` and that Spark can read them") from None
@@ -287,14 +309,20 @@ class SparkEngine(Engine):
         missing = self._keep(unmatched.where("ikey IS NULL").select(
             f.col("rkey").alias("key")).distinct())
 
+        if inp.exclude:  # keys that are never candidates (retirement: no verified copy)
+            cand0 = self._keep(cand0.join(
+                self.spark.read.parquet(_uri(inp.exclude)).select("key"), "key", "left_anti"))
         n_missing = missing.count()
         cand = cand0
         if res.folder_refs or n_missing:
             cand, missing, n_missing = self._spark_protect(res, cand0, folders, missing)
+        cand = self._spark_table_metadata(res, cand, inv)
         self._spark_missing(res, missing, n_missing, inv)
         self._spark_totals(res, inv_all, in_scope, has_raw)
-        self._spark_sentinels(res, refkeys, folders, inv, cand)
-        self._load_candidates(res, cand)
+        self._cand = self._keep(self._with_tenant(cand))
+        self._spark_candidates(res, self._cand)
+        self._spark_sentinels(res, refkeys, folders, inv, self._cand)
+        self._candidate_view("cand", self._write_parts(self._cand, "candidates"), stage=False)
 
     def _spark_resolve(self, res: EngineResult) -> tuple[DataFrame, DataFrame]:
         """References to (keys, folders), as :func:`cleanup.refs.load_refs` does: the fast
@@ -473,42 +501,182 @@ class SparkEngine(Engine):
         for key, tag in union.distinct().collect():
             targets[tag].add(key)
 
-    def _load_candidates(self, res: EngineResult, cand: DataFrame) -> None:
-        """Spark writes the candidate rows; the driver's DuckDB loads them into ``cand``
-        (types as the DuckDB engine's, tenant by its expression) for the shared writer,
-        and takes the candidate totals from there, with the DuckDB engine's query."""
+    def _spark_table_metadata(self, res: EngineResult, cand: DataFrame,
+                              inv: DataFrame) -> DataFrame:
+        """I20 as :meth:`Engine._table_metadata`, in Spark: candidates that are table
+        metadata or hidden under a declared root are kept (returns the candidates left),
+        each declared table's numbers, and the in-scope keys that may name a table root
+        (written for the driver's DuckDB, which counts the roots no source covers with the
+        DuckDB engine's own query: a filtered scan, distributed)."""
+        from pyspark.sql import functions as f
+
+        roots = self._declared_roots()
+        res.table_roots = len(roots)
+        self._load_troots(roots)
+        if roots:
+            troots = self._frame({"prefix": [p for p, _o in roots],
+                                  "inside": [o for _p, o in roots]},
+                                 "prefix string, inside string")
+            meta = _table_meta_spark("concat(inside, substr(key, length(anc) + 1))")
+            kept = self._keep(
+                cand.selectExpr("key", f"explode({ancestors_spark('key')}) AS anc")
+                .join(troots, f.col("anc") == f.col("prefix")).where(meta)
+                .select("key").distinct())
+            n = kept.count()
+            res.table_protected = int(n)
+            if n:
+                cand = cand.join(kept, "key", "left_anti")
+            self._spark_per_table(res, inv, cand, troots, meta)
+        hints = inv.where("contains(key, '_delta_log/') OR endswith(key, '.metadata.json')")
+        self._candidate_view("inv_hint", self._write_parts(hints.select("key"), "table-hints"),
+                             keys_only=True)
+        self._found_roots(res, "inv_hint")
+        return cand
+
+    def _spark_per_table(self, res: EngineResult, inv: DataFrame, cand: DataFrame,
+                         troots: DataFrame, meta: str) -> None:
+        """As :meth:`Engine._per_table`."""
+        from pyspark.sql import functions as f
+
+        tkeys = self._keep(
+            inv.selectExpr("key", "size", f"explode({ancestors_spark('key')}) AS anc")
+            .join(troots, f.col("anc") == f.col("prefix"))
+            .selectExpr("key", "size", "anc", f"{meta} AS meta"))
+        c = cand.select(f.col("key").alias("ckey"), f.col("size").alias("csize"))
+        agg = ("count(*)", "coalesce(sum(size), 0)", "count_if(meta)",
+               "coalesce(sum(CASE WHEN meta THEN size END), 0)", "count(ckey)",
+               "coalesce(sum(csize), 0)")
+        rows = (tkeys.join(c, f.col("key") == f.col("ckey"), "left").groupBy("anc")
+                .agg(*[f.expr(a) for a in agg]).orderBy("anc").collect())
+        res.per_table = [
+            {"root": str(p), "objects": int(o), "bytes": int(b), "metadata_objects": int(mo),
+             "metadata_bytes": int(mb), "candidates": int(n), "candidate_bytes": int(nb)}
+            for p, o, b, mo, mb, n, nb in rows]
+        o, b, n, nb = self._first(
+            tkeys.select("key", "size").distinct().join(c, f.col("key") == f.col("ckey"), "left")
+            .selectExpr("count(*)", "coalesce(sum(size), 0)", "count(ckey)",
+                        "coalesce(sum(csize), 0)"))
+        res.table_objects, res.table_bytes = int(o), int(b)
+        res.table_candidates, res.table_candidate_bytes = int(n), int(nb)
+
+    def _with_tenant(self, cand: DataFrame) -> DataFrame:
+        """The candidates with their tenant, extracted on the executors by DuckDB with the
+        DuckDB engine's own expression (:func:`cleanup.engine.tenant_sql`): RE2, not Java's
+        regex dialect, which differs (``.`` and ``\\r``, ``$`` before a final newline, named
+        groups, ...), and the tenant is part of the signed manifest. Executors need DuckDB
+        (cleanup's own dependency) of the driver's version; a different one is refused."""
+        import duckdb
+        from pyspark.sql import types as st
+
+        want = duckdb.__version__
+        expr = tenant_sql("key", self.inp)
+        marker = _EXECUTOR_ERROR
+
+        def add_tenant(batches: Iterator[Any]) -> Iterator[Any]:
+            # A closure, shipped by value: executors need DuckDB and pyarrow, not cleanup.
+            import pyarrow as pa
+
+            try:
+                import duckdb as executor_duckdb
+            except ImportError:
+                raise RuntimeError(f"{marker} executors need DuckDB {want} for tenant "
+                                   f"extraction: pip install duckdb=={want}") from None
+            if executor_duckdb.__version__ != want:
+                raise RuntimeError(
+                    f"{marker} an executor has DuckDB {executor_duckdb.__version__}, the "
+                    f"driver {want}: tenants must be extracted by the same regex engine; "
+                    f"pip install duckdb=={want} on the executors")
+            con = executor_duckdb.connect()
+            try:
+                con.execute("SET threads = 1")  # a task is one core already
+                for batch in batches:
+                    con.register("batch", pa.Table.from_batches([batch], schema=batch.schema))
+                    tenant = con.sql(f"SELECT {expr} FROM batch").to_arrow_table()
+                    con.unregister("batch")
+                    yield batch.append_column(
+                        "tenant", tenant.column(0).combine_chunks().cast(pa.string()))
+            finally:
+                con.close()
+
+        schema = st.StructType([*cand.schema.fields, st.StructField("tenant", st.StringType())])
+        return cand.mapInArrow(add_tenant, schema)
+
+    def _spark_candidates(self, res: EngineResult, cand: DataFrame) -> None:
+        """The candidate totals and the sorted list of tenants (for the core's stages)."""
+        co, cb, oldest, newest = self._first(cand.selectExpr(
+            "count(*)", "coalesce(sum(size), 0)", "min(unix_micros(last_modified))",
+            "max(unix_micros(last_modified))"))
+        res.candidates, res.candidate_bytes = int(co), int(cb)
+        res.oldest_candidate, res.newest_candidate = _utc(oldest), _utc(newest)
+        res.tenants = [str(r[0]) for r in
+                       cand.select("tenant").distinct().orderBy("tenant").collect()]
+
+    def _write_parts(self, df: DataFrame, name: str) -> list[str]:
+        """``df`` written by Spark as Parquet parts into the plan's work directory; the
+        part files, in order."""
         import glob
 
-        inp = self.inp
-        inv = parquet_list_sql(input_files(inp.inventory, "inventory"))
-        tenant = (f"coalesce(regexp_extract(key, {sql_literal(inp.tenant_pattern)}, "
-                  f"{inp.tenant_group}), '')")
-        self.con.execute(
-            f"CREATE TEMP TABLE cand AS SELECT key, size, CAST(last_modified AS TIMESTAMPTZ) "
-            f"AS last_modified, etag, {tenant} AS tenant FROM read_parquet({inv}) LIMIT 0")
-        out = os.path.join(self.workdir, f"{self._tag}-candidates")
+        out = os.path.join(self.workdir, f"{self._tag}-{name}")
         self.spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        cand.write.mode("overwrite").parquet(_uri(out))
-        if glob.glob(os.path.join(glob.escape(out), "*.parquet")):
-            self.con.execute(
-                f"INSERT INTO cand SELECT key, size, CAST(last_modified AS TIMESTAMPTZ), etag, "
-                f"{tenant} FROM read_parquet({sql_literal(os.path.join(out, '*.parquet'))})")
-        # I20 (table metadata) with the DuckDB engine's own code, in the driver's DuckDB:
-        # it removes kept table files from `cand` and scans the inventory for table roots.
-        self._views()
-        self._table_metadata(res)
-        if res.sentinels_in_candidates:
-            still = {r[0] for r in self.con.execute(
-                "SELECT key FROM cand WHERE list_contains(?, key)",
-                [sorted(res.sentinels_in_candidates)]).fetchall()}
-            res.sentinels_in_candidates &= still
-        co, cb, oldest, newest_c = self._one(
-            "SELECT count(*), coalesce(sum(size), 0), epoch_us(min(last_modified)), "
-            "epoch_us(max(last_modified)) FROM cand")
-        res.candidates, res.candidate_bytes = int(co), int(cb)
-        res.oldest_candidate, res.newest_candidate = _utc(oldest), _utc(newest_c)
-        res.tenants = [r[0] for r in self.con.execute(
-            "SELECT DISTINCT tenant FROM cand ORDER BY tenant").fetchall()]
+        df.write.mode("overwrite").parquet(_uri(out))
+        return sorted(glob.glob(os.path.join(glob.escape(out), "*.parquet")))
 
+    def _candidate_view(self, name: str, parts: list[str], *, stage: bool = False,
+                        keys_only: bool = False) -> None:
+        """A view ``name`` in the driver's DuckDB over Spark's parts, with the DuckDB
+        engine's column types (the inventory's, ``last_modified`` as TIMESTAMPTZ), so that
+        the shared checks and the manifest writer see the same values either way."""
+        inv = parquet_list_sql(input_files(self.inp.inventory, "inventory"))
+        types = {str(r[0]): str(r[1]) for r in self.con.execute(
+            f"DESCRIBE SELECT key, size, CAST(last_modified AS TIMESTAMPTZ) AS last_modified, "
+            f"etag FROM read_parquet({inv})").fetchall()}
+        cols = [(c, types[c]) for c in (("key",) if keys_only
+                                        else ("key", "size", "last_modified", "etag"))]
+        if not keys_only:
+            cols.append(("tenant", "VARCHAR"))
+        if stage:
+            cols.append(("stage", "INTEGER"))
+        if parts:
+            body = (f"SELECT {', '.join(f'CAST({c} AS {t}) AS {c}' for c, t in cols)} "
+                    f"FROM read_parquet({parquet_list_sql(parts)})")
+        else:  # Spark wrote no part: an empty view of the same types
+            body = f"SELECT {', '.join(f'CAST(NULL AS {t}) AS {c}' for c, t in cols)} WHERE false"
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
+
+    def write_manifest(self, stage_of: dict[str, int], out: str) -> list[dict[str, Any]]:
+        """Stages assigned in Spark (the core's tenant-to-stage map, broadcast and joined
+        to the candidates); the driver's DuckDB writes the manifest from Spark's parts
+        with the DuckDB engine's statement (:meth:`Engine.copy_manifest`), so its bytes
+        and the plan id do not depend on the engine."""
+        import pyarrow as pa
+        from pyspark.sql import functions as f
+
+        stages = (self.spark.createDataFrame(pa.table({
+            "tenant": pa.array(list(stage_of), pa.string()),
+            "stage": pa.array(list(stage_of.values()), pa.int32())}))
+            if stage_of else self.spark.createDataFrame([], "tenant string, stage int"))
+        if self._cand is None:
+            raise RuntimeError("write_manifest before compute")
+        staged = self._keep(self._cand.join(f.broadcast(stages), "tenant").select(
+            "key", "size", "last_modified", "etag", "tenant", "stage"))
+        per = staged.groupBy("stage").agg(
+            f.expr("count(*)"), f.expr("coalesce(sum(size), 0)"),
+            f.expr("count(DISTINCT tenant)")).orderBy("stage").collect()
+        self._candidate_view("staged", self._write_parts(staged, "manifest"), stage=True)
+        self.copy_manifest("SELECT key, size, last_modified, etag, tenant, stage FROM staged",
+                           out)
+        return [{"stage": int(s), "objects": int(n), "bytes": int(b), "tenants": int(t)}
+                for s, n, b, t in per]
+
+
+def _table_meta_spark(rest: str) -> str:
+    """Spark twin of :func:`cleanup.engine._table_meta_sql`, without a regex: RE2's
+    ``(^|/)[_.]`` is "starts with ``_`` or ``.``, or holds ``/_`` or ``/.``" (and
+    ``_delta_log/`` starts with ``_``)."""
+    return (f"(startswith({rest}, 'metadata/') OR startswith({rest}, '_') "
+            f"OR startswith({rest}, '.') OR contains({rest}, '/_') OR contains({rest}, '/.'))")
+
+
+_EXECUTOR_ERROR = "cleanup-executor:"
 
 __all__ = ["SPARK_EXTRA", "SparkEngine", "fold_forms", "import_pyspark", "spark_session"]
