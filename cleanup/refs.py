@@ -68,18 +68,21 @@ def load_refs(con: duckdb.DuckDBPyConnection, source: str, store: StoreRef, *, n
               else f"SELECT key AS ref, NULL::VARCHAR AS fk FROM {source}")
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name}_raw AS {select}")
     stats = RefStats()
-    total, fast_n, nulls = con.execute(
-        f"SELECT count(*), count(fk), count(*) - count(ref) FROM {name}_raw").fetchall()[0]
+    total, fast_n, nulls, complex_n = con.execute(
+        f"SELECT count(*), count(fk), count(*) - count(ref), "
+        f"count(*) FILTER (WHERE fk IS NULL AND ref IS NOT NULL) FROM {name}_raw").fetchall()[0]
     stats.rows, stats.keys, stats.null = int(total), int(fast_n), int(nulls)
     stats.unresolvable = stats.null
     if stats.null:
         stats.unresolvable_examples.append(f"{stats.null} NULL reference(s)")
     schema = pa.schema([("key", pa.string()), ("cls", pa.string())])
     complex_file = os.path.join(workdir, f"{name}-resolved.parquet")
-    reader = con.sql(f"SELECT ref FROM {name}_raw WHERE fk IS NULL AND ref IS NOT NULL"
-                     ).to_arrow_reader(_BATCH)
+    # No second scan of the snapshot when the fast path answered every reference.
+    batches: Iterable[pa.RecordBatch] = (
+        con.sql(f"SELECT ref FROM {name}_raw WHERE fk IS NULL AND ref IS NOT NULL"
+                ).to_arrow_reader(_BATCH) if complex_n else ())
     with pq.ParquetWriter(complex_file, schema) as w:
-        for batch in reader:
+        for batch in batches:
             keys: list[str] = []
             classes: list[str] = []
             for ref in batch.column(0).to_pylist():

@@ -80,7 +80,7 @@ TENANT_NAMES = ["t0", "t1", "t2", "internal", "ünï", "a b", "x%41", "p+q", "Ω
 LEAVES = ["a", "part-0.parquet", "é", unicodedata.normalize("NFD", "é"), "%41", "A", "a+b",
           "a b", "dir/sub/f", "dir/g", "x:y", "100%", "new\nline", "tab\tx", "日本/語",
           "_delta_log/00.json", "v1.metadata.json", ".hidden", "cr\rx", "ls\u2028x/y",
-          "trail\n", "dir/_tmp/x", "metadata/v2.metadata.json"]
+          "trail\n", "dir/_tmp/x", "dir/.tmp", "metadata/v2.metadata.json"]
 # Tenant patterns where Java's regex dialect would answer otherwise than RE2 (`.` and
 # `\r`/U+2028, `$` before a final newline, `\s` and `\v`, an unmatched group): the manifest
 # must not depend on the engine.
@@ -265,6 +265,9 @@ def test_a_fixed_world_exercises_every_branch(spark: Any, tmp_path: Path) -> Non
                for i in range(70)]
     objects += [("t5/tbl/_delta_log/00.json", 9, LATEST_OK - timedelta(days=3)),
                 ("t5/tbl/part-0.parquet", 10, LATEST_OK - timedelta(days=3)),
+                # I20's hidden components, each spelling: kept, never candidates
+                *[(f"t5/tbl/{k}", 12, LATEST_OK - timedelta(days=3)) for k in
+                  ("dir/.tmp", "dir/_x", ".h", "_h", "metadata/v1.metadata.json")],
                 ("t6/other/_delta_log/00.json", 11, LATEST_OK - timedelta(days=3)),
                 ("_cleanup/clock/x", 1, LATEST_OK - timedelta(days=9)),
                 # a nested store's quarantine: its own bookkeeping, never a candidate here
@@ -294,7 +297,7 @@ def test_a_fixed_world_exercises_every_branch(spark: Any, tmp_path: Path) -> Non
     assert r["near_misses"] >= 1
     assert r["missing_refs"] >= 1
     assert r["sentinels_in_snapshot"] == {objects[0][0]}
-    assert r["table_protected"] >= 1  # I20: t5/tbl/_delta_log/ kept
+    assert r["table_protected"] == 6  # I20: t5/tbl/_delta_log/ and the hidden ones kept
     assert r["uncovered_table_roots"] == 1  # t6/other/ has a log but no source
 
 
