@@ -29,7 +29,8 @@ from cleanup.errors import UsageError
 @click.option("--store", required=True, help="The store: a directory or s3://bucket/prefix/.")
 @click.option("--inventory", "inventory_path", required=True, type=click.Path(),
               help="Inventory Parquet from `cleanup inventory` of the same store (a file, "
-                   "or a directory or quoted glob of its shards).")
+                   "or a directory or quoted glob of its shards; local or a mounted file "
+                   "system, not a URL).")
 @click.option("--snapshot", "snapshot_path", type=click.Path(),
               help="Snapshot Parquet from `cleanup snapshot` (a file, directory or glob). "
                    "Required, except for a retirement (--retire-to).")
@@ -77,13 +78,15 @@ from cleanup.errors import UsageError
               help="DuckDB worker threads [default: one per CPU core].")
 @click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb",
               show_default=True, help="Where the anti-join runs: embedded DuckDB, or Apache "
-                                      "Spark (needs `pip install 'cleanup[spark]'` and Java). "
-                                      "Same manifest and plan id either way.")
+                                      "Spark (needs `pip install 'cleanup[spark]'` and Java; "
+                                      "executors need the driver's DuckDB release, which "
+                                      "extracts tenants). Same manifest and plan id either "
+                                      "way.")
 @click.option("--spark-master", metavar="URL",
               help="Spark master (local[2], spark://host:7077, yarn, k8s://...) [default: "
                    "spark-submit's, else local[*]].")
 @click.option("--spark-conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
-              help="A Spark setting, e.g. spark.hadoop.fs.s3a.endpoint=URL. Repeatable.")
+              help="A Spark setting, e.g. spark.executor.memory=8g. Repeatable.")
 @click.option("--config", "config", type=click.Path(dir_okay=False),
               help="Policy file (TOML, a [policy] table) [default: ./cleanup.toml if present].")
 @click.option("--author", required=True, help="Your principal name (as in allowed_signers).")
