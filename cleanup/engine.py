@@ -223,10 +223,22 @@ class Engine:
             self._totals(res)
             self._sentinels(res)
         except duckdb.Error as exc:
-            raise UsageError(f"planning query failed: {str(exc).splitlines()[0]}",
-                             hint="check that the inputs were made by `cleanup inventory` "
-                                  "and `cleanup snapshot`") from None
+            first = str(exc).splitlines()[0]
+            raise UsageError(f"planning query failed: {first}",
+                             hint=self.failure_hint(first)) from None
         return res
+
+    def failure_hint(self, message: str) -> str:
+        """What to do about a failed planning query: disk or memory, else the inputs."""
+        where = self.inp.temp_dir or "the temporary folder"
+        if "No space left on device" in message:
+            return (f"the join spills to {where} and the disk filled up: free space there "
+                    "(about the inventory's size again, or more), or raise --memory-limit")
+        if "Out of Memory" in message or "failed to pin block" in message:
+            return (f"--memory-limit {self.inp.memory_limit} is too small for this join: "
+                    "raise it (DuckDB spills beyond it, but needs room for its largest step)")
+        return ("check that the inputs were made by `cleanup inventory` and "
+                "`cleanup snapshot`")
 
     def _latest_ok(self) -> str:
         # I2: last_modified + precision <= cutoff, i.e. last_modified <= cutoff - precision.

@@ -305,3 +305,26 @@ def test_every_command_has_help_and_is_documented(command: list[str]) -> None:
     assert len(r.out.splitlines()) > 4
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert f"cleanup {' '.join(command)}" in readme, f"README does not mention {command}"
+
+
+def test_a_full_disk_or_memory_names_what_to_change(tmp_path: Path) -> None:
+    """A planning query that fails for room, not input, says which room (seen at 1B
+    objects: the join's spill filled the disk, and the hint blamed the inputs)."""
+    from cleanup.core.paths import parse_store
+    from cleanup.engine import Engine, EngineInput
+
+    spill = tmp_path / ".spill"
+    eng = Engine(EngineInput(inventory="i", snapshot="s", store=parse_store(str(tmp_path)),
+                             cutoff=NOW, precision=timedelta(seconds=1),
+                             tenant_pattern=r"^(?P<tenant>[^/]+)/", tenant_group=1,
+                             memory_limit="2GB", temp_dir=str(spill)))
+    try:
+        disk = eng.failure_hint('IO Error: Could not write file "x.tmp": No space left on device')
+        memory = eng.failure_hint("Out of Memory Error: could not allocate block of size 256 KiB")
+        other = eng.failure_hint("Binder Error: column key not found")
+    finally:
+        eng.close()
+    assert str(spill) in disk
+    assert "disk filled up" in disk
+    assert "--memory-limit 2GB is too small" in memory
+    assert "made by `cleanup inventory`" in other
