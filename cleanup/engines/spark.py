@@ -216,6 +216,7 @@ class SparkEngine(Engine):
         self._persisted: list[DataFrame] = []
         self._tag = "cleanup_" + uuid.uuid4().hex[:12]
         self._cand: DataFrame | None = None
+        self._per_tenant: dict[str, tuple[int, int]] = {}  # tenant: (candidates, bytes)
 
     def close(self) -> None:
         for df in self._persisted:
@@ -602,14 +603,19 @@ class SparkEngine(Engine):
         return cand.mapInArrow(add_tenant, schema)
 
     def _spark_candidates(self, res: EngineResult, cand: DataFrame) -> None:
-        """The candidate totals and the sorted list of tenants (for the core's stages)."""
-        co, cb, oldest, newest = self._first(cand.selectExpr(
+        """The candidate totals and the sorted list of tenants (for the core's stages), from
+        one job: the candidates' numbers per tenant, kept for the per-stage counts."""
+        from pyspark.sql import functions as f
+
+        rows = cand.groupBy("tenant").agg(*[f.expr(a) for a in (
             "count(*)", "coalesce(sum(size), 0)", "min(unix_micros(last_modified))",
-            "max(unix_micros(last_modified))"))
-        res.candidates, res.candidate_bytes = int(co), int(cb)
-        res.oldest_candidate, res.newest_candidate = _utc(oldest), _utc(newest)
-        res.tenants = [str(r[0]) for r in
-                       cand.select("tenant").distinct().orderBy("tenant").collect()]
+            "max(unix_micros(last_modified))")]).orderBy("tenant").collect()
+        self._per_tenant = {str(t): (int(n), int(b)) for t, n, b, _lo, _hi in rows}
+        res.candidates = sum(n for n, _b in self._per_tenant.values())
+        res.candidate_bytes = sum(b for _n, b in self._per_tenant.values())
+        res.oldest_candidate = _utc(min((r[3] for r in rows), default=None))
+        res.newest_candidate = _utc(max((r[4] for r in rows), default=None))
+        res.tenants = list(self._per_tenant)
 
     def _write_parts(self, df: DataFrame, name: str) -> list[str]:
         """``df`` written by Spark as Parquet parts into the plan's work directory; the
@@ -657,16 +663,18 @@ class SparkEngine(Engine):
             if stage_of else self.spark.createDataFrame([], "tenant string, stage int"))
         if self._cand is None:
             raise RuntimeError("write_manifest before compute")
-        staged = self._keep(self._cand.join(f.broadcast(stages), "tenant").select(
+        staged = (self._cand.join(f.broadcast(stages), "tenant").select(
             "key", "size", "last_modified", "etag", "tenant", "stage"))
-        per = staged.groupBy("stage").agg(
-            f.expr("count(*)"), f.expr("coalesce(sum(size), 0)"),
-            f.expr("count(DISTINCT tenant)")).orderBy("stage").collect()
         self._candidate_view("staged", self._write_parts(staged, "manifest"), stage=True)
         self.copy_manifest("SELECT key, size, last_modified, etag, tenant, stage FROM staged",
                            out)
-        return [{"stage": int(s), "objects": int(n), "bytes": int(b), "tenants": int(t)}
-                for s, n, b, t in per]
+        per: dict[int, list[int]] = {}
+        for tenant, (n, b) in self._per_tenant.items():  # the candidates' numbers per tenant
+            if tenant in stage_of:
+                acc = per.setdefault(stage_of[tenant], [0, 0, 0])
+                acc[0], acc[1], acc[2] = acc[0] + n, acc[1] + b, acc[2] + 1
+        return [{"stage": s, "objects": n, "bytes": b, "tenants": t}
+                for s, (n, b, t) in sorted(per.items())]
 
 
 def _table_meta_spark(rest: str) -> str:
