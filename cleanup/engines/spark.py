@@ -657,12 +657,12 @@ class SparkEngine(Engine):
         import pyarrow as pa
         from pyspark.sql import functions as f
 
+        if self._cand is None:
+            raise RuntimeError("write_manifest before compute")
         stages = (self.spark.createDataFrame(pa.table({
             "tenant": pa.array(list(stage_of), pa.string()),
             "stage": pa.array(list(stage_of.values()), pa.int32())}))
             if stage_of else self.spark.createDataFrame([], "tenant string, stage int"))
-        if self._cand is None:
-            raise RuntimeError("write_manifest before compute")
         staged = (self._cand.join(f.broadcast(stages), "tenant").select(
             "key", "size", "last_modified", "etag", "tenant", "stage"))
         self._candidate_view("staged", self._write_parts(staged, "manifest"), stage=True)
@@ -673,6 +673,12 @@ class SparkEngine(Engine):
             if tenant in stage_of:
                 acc = per.setdefault(stage_of[tenant], [0, 0, 0])
                 acc[0], acc[1], acc[2] = acc[0] + n, acc[1] + b, acc[2] + 1
+        # The counts the plan records and the rows the manifest holds must agree (they come
+        # from two evaluations of the persisted candidates).
+        (written,) = self._one("SELECT count(*) FROM staged")
+        if written != sum(n for n, _b, _t in per.values()):
+            raise RuntimeError(f"Spark staged {written} rows, its aggregate counted "
+                               f"{sum(n for n, _b, _t in per.values())}")
         return [{"stage": s, "objects": n, "bytes": b, "tenants": t}
                 for s, (n, b, t) in sorted(per.items())]
 
