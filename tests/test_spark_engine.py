@@ -301,6 +301,22 @@ def test_a_fixed_world_exercises_every_branch(spark: Any, tmp_path: Path) -> Non
     assert r["uncovered_table_roots"] == 1  # t6/other/ has a log but no source
 
 
+def test_manifests_of_several_row_groups_are_the_same_bytes(spark: Any, tmp_path: Path) -> None:
+    """Past one row group (122,880 rows) the writer's row-group boundaries must not depend
+    on the engine either: 150,000 candidates in 40 tenants, three stages."""
+    objects = [(f"tenant-{i % 40:02d}/part-{i:06d}.parquet", i % 997, LATEST_OK - timedelta(
+        seconds=i % 3)) for i in range(160_000)]
+    refs = [k for i, (k, _s, _t) in enumerate(objects) if i % 16 == 0]
+    world = {"objects": objects, "refs": refs, "internal": ["tenant-00"], "sentinels": []}
+    store, inv, snap = _write_world(tmp_path, world)
+    duck = _plan_with("duckdb", store, inv, snap, world, tmp_path)
+    sp = _plan_with("spark", store, inv, snap, world, tmp_path)
+    assert duck["result"]["candidates"] == 150_000
+    manifest = tmp_path / "work-spark" / "manifest.parquet"
+    assert pq.ParquetFile(manifest).metadata.num_row_groups >= 2
+    _assert_same(duck, sp)
+
+
 def test_an_executor_with_another_duckdb_is_refused(spark: Any, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Tenants are extracted on the executors by DuckDB; an executor whose DuckDB is not
