@@ -228,8 +228,10 @@ class Engine:
                              hint=self.failure_hint(first)) from None
         return res
 
-    def failure_hint(self, message: str) -> str:
-        """What to do about a failed planning query: disk or memory, else the inputs."""
+    def failure_hint(self, message: str,
+                     otherwise: str = "check that the inputs were made by `cleanup inventory` "
+                                      "and `cleanup snapshot`") -> str:
+        """What to do about a failed planning query: disk or memory, else ``otherwise``."""
         where = self.inp.temp_dir or "the temporary folder"
         if "No space left on device" in message:
             return (f"the join spills to {where} and the disk filled up: free space there "
@@ -237,8 +239,7 @@ class Engine:
         if "Out of Memory" in message or "failed to pin block" in message:
             return (f"--memory-limit {self.inp.memory_limit} is too small for this join: "
                     "raise it (DuckDB spills beyond it, but needs room for its largest step)")
-        return ("check that the inputs were made by `cleanup inventory` and "
-                "`cleanup snapshot`")
+        return otherwise
 
     def _latest_ok(self) -> str:
         # I2: last_modified + precision <= cutoff, i.e. last_modified <= cutoff - precision.

@@ -133,11 +133,6 @@ _ABOVE_MD5 = frozenset(CHECKSUM_ALGORITHMS[:CHECKSUM_ALGORITHMS.index("md5")])
 _EPOCH = datetime_cls(1970, 1, 1, tzinfo=UTC)
 
 
-def _is_md5(etag: str | None) -> bool:
-    """A single-part S3 ETag: 32 hex digits (a multipart one ends ``-N``)."""
-    return etag_md5(etag) is not None
-
-
 def _strongest(a: Checksums, b: Checksums) -> str | None:
     """The strongest algorithm both objects may state (values known or only named)."""
     return next((x for x in CHECKSUM_ALGORITHMS
@@ -279,7 +274,7 @@ class Verifier:
         # the executor's re-check, which compares that ETag.)
         if self.verify_content or (not self.listed and any(
                 set(c.more) & _ABOVE_MD5 for c in tgt.values())) or not all(
-                _is_md5(it[2]) for it in items):
+                etag_md5(it[2]) is not None for it in items):
             src = self._listed(src_list, sorted(it[0] for it in items))
         else:
             src = {k: Checksums(k, size, {"md5": str(etag).lower()}, etag, _EPOCH)

@@ -256,16 +256,15 @@ def _reusable(workdir: Path, objects: int, fraction: float) -> Generated | None:
     from cleanup.formats import read_meta
 
     inv, snap = workdir / "inventory.parquet", workdir / "snapshot.parquet"
-    if not (inv.is_file() and snap.is_file() and (workdir / "key").is_file()):
+    listed_at = _inventory_reusable(inv, objects, (workdir / "store").resolve())
+    if listed_at is None or not (snap.is_file() and (workdir / "key").is_file()):
         return None
-    im, sm = read_meta(str(inv)), read_meta(str(snap))
-    if im.get("rows") != str(objects) or sm.get("source") != f"bench:fraction={fraction}":
-        return None
-    if im.get("store") != str((workdir / "store").resolve()):
+    sm = read_meta(str(snap))
+    if sm.get("source") != f"bench:fraction={fraction}":
         return None
     taken = datetime.fromisoformat(sm["taken_at"].replace("Z", "+00:00"))
     return Generated(str(workdir), objects, int(sm["rows"]), sm["taken_at"],
-                     iso(taken - BUFFER), im["listed_at"], inv.stat().st_size,
+                     iso(taken - BUFFER), iso(listed_at), inv.stat().st_size,
                      snap.stat().st_size, reused=True)
 
 

@@ -217,6 +217,7 @@ class SparkEngine(Engine):
         self._tag = "cleanup_" + uuid.uuid4().hex[:12]
         self._cand: DataFrame | None = None
         self._per_tenant: dict[str, tuple[int, int]] = {}  # tenant: (candidates, bytes)
+        self._types: dict[str, str] = {}  # the DuckDB engine's column types (_candidate_view)
 
     def close(self) -> None:
         for df in self._persisted:
@@ -276,9 +277,9 @@ class SparkEngine(Engine):
             ours = [ln for ln in text.splitlines() if _EXECUTOR_ERROR in ln]
             first = (ours or text.splitlines() or [type(exc).__name__])[0]
             first = first[first.find(_EXECUTOR_ERROR):] if ours else first
-            raise UsageError(f"planning on Spark failed: {first[:500]}",
-                             hint="check that the inputs were made by `cleanup inventory` "
-                                  "and `cleanup snapshot` and that Spark can read them") from None
+            raise UsageError(f"planning on Spark failed: {first[:500]}", hint=self.failure_hint(
+                text, "check that the inputs were made by `cleanup inventory` and `cleanup "
+                      "snapshot` and that Spark can read them")) from None
         return res
 
     def _compute(self, res: EngineResult, sql: Any) -> None:
@@ -632,10 +633,12 @@ class SparkEngine(Engine):
         """A view ``name`` in the driver's DuckDB over Spark's parts, with the DuckDB
         engine's column types (the inventory's, ``last_modified`` as TIMESTAMPTZ), so that
         the shared checks and the manifest writer see the same values either way."""
-        inv = parquet_list_sql(input_files(self.inp.inventory, "inventory"))
-        types = {str(r[0]): str(r[1]) for r in self.con.execute(
-            f"DESCRIBE SELECT key, size, CAST(last_modified AS TIMESTAMPTZ) AS last_modified, "
-            f"etag FROM read_parquet({inv})").fetchall()}
+        if not self._types:  # the inventory's footers, read once
+            inv = parquet_list_sql(input_files(self.inp.inventory, "inventory"))
+            self._types = {str(r[0]): str(r[1]) for r in self.con.execute(
+                f"DESCRIBE SELECT key, size, CAST(last_modified AS TIMESTAMPTZ) AS "
+                f"last_modified, etag FROM read_parquet({inv})").fetchall()}
+        types = self._types
         cols = [(c, types[c]) for c in (("key",) if keys_only
                                         else ("key", "size", "last_modified", "etag"))]
         if not keys_only:
